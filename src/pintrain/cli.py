@@ -1,0 +1,162 @@
+"""The ``pintrain`` command line.
+
+Exit codes: 0 converged, 1 not converged within ``--max-iter``, 2 bad input, 3 diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import DivergenceError, PintrainError
+from .mgrit import SolverOptions, describe, serial_solve, solve
+
+EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+
+
+def add_solver_arguments(p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float) -> None:
+    g = p.add_argument_group("MGRIT solver")
+    g.add_argument("--levels", type=int, default=levels, help=f"maximum number of time grids (default {levels})")
+    g.add_argument(
+        "--cfactor",
+        default=cfactor,
+        help=f"coarsening factor, one int or a comma list per level (default {cfactor})",
+    )
+    g.add_argument("--relax", default="FCF", help='relaxation: "F", "FCF", "FCFCF", ... (default FCF)')
+    g.add_argument("--cycle", default="V", choices=["V", "F"], help="cycle type (default V)")
+    g.add_argument("--tol", type=float, default=tol, help=f"absolute residual tolerance (default {tol:g})")
+    g.add_argument("--rtol", type=float, default=None, help="residual tolerance relative to the first")
+    g.add_argument("--max-iter", type=int, default=50, help="maximum MGRIT iterations (default 50)")
+    g.add_argument("--nested", action="store_true", help="initial guess by nested iteration")
+    g.add_argument("--norm", default="l2", choices=["l2", "inf"], help="residual norm (default l2)")
+    g.add_argument("--min-coarse", type=int, default=2, help="fewest points on the coarsest grid (default 2)")
+
+
+def options_from_args(args: argparse.Namespace) -> SolverOptions:
+    try:
+        parts = [int(c) for c in str(args.cfactor).split(",")]
+    except ValueError:
+        raise PintrainError(f"--cfactor={args.cfactor!r} is not allowed: give an int or a comma list of ints") from None
+    cfactor: int | tuple[int, ...] = parts[0] if len(parts) == 1 else tuple(parts)
+    return SolverOptions(
+        levels=args.levels,
+        cfactor=cfactor,
+        relax=args.relax,
+        cycle=args.cycle,
+        tol=args.tol,
+        rtol=args.rtol,
+        max_iter=args.max_iter,
+        nested=args.nested,
+        norm=args.norm,
+        min_coarse=args.min_coarse,
+    )
+
+
+def print_iteration(quiet: bool) -> Callable[[int, float], None] | None:
+    """A callback that prints one residual line per iteration as it happens (the progress)."""
+    if quiet:
+        return None
+    last: list[float] = []
+
+    def show(it: int, r: float) -> None:
+        factor = f"{r / last[0]:10.3e}" if last and last[0] > 0 else f"{'-':>10s}"
+        print(f"{it:5d}  {r:12.4e}  {factor}", flush=True)
+        last[:] = [r]
+
+    print(f"{'iter':>5s}  {'residual':>12s}  {'factor':>10s}")
+    return show
+
+
+def write_json(path: Path | None, record: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    print(f"wrote {path}")
+
+
+# -- pintrain solve ---------------------------------------------------------------------------
+def cmd_solve(args: argparse.Namespace) -> int:
+    from .problems import Dahlquist, Heat1D
+
+    opts = options_from_args(args)
+    if args.problem == "heat":
+        problem = Heat1D(args.steps, nx=args.nx, t_stop=args.t_stop, forcing=Heat1D.manufactured)
+    else:
+        problem = Dahlquist(args.steps, lam=args.lam, t_stop=args.t_stop)
+    quiet = args.quiet
+    if not quiet:
+        print(
+            f"pintrain solve: {args.problem}, {args.steps} steps, {opts.relax} relaxation, "
+            f"{opts.cycle}-cycles, tol {opts.tol:g}"
+        )
+        print(describe(args.steps, opts))
+        print()
+    t0 = time.perf_counter()
+    ref = serial_solve(problem)
+    serial_s = time.perf_counter() - t0
+    res = solve(problem, options=opts, callback=print_iteration(quiet))
+    diff = float(np.abs(res.states - ref).max())
+    status = "converged" if res.converged else "NOT converged"
+    print(
+        f"{status} in {res.iterations} iterations ({res.wall_s:.3f} s); serial time stepping "
+        f"{serial_s:.3f} s; max |u_mgrit - u_serial| over all steps = {diff:.2e}"
+    )
+    write_json(
+        args.json,
+        {
+            "problem": {"name": args.problem, "steps": args.steps},
+            "serial": {"wall_s": serial_s},
+            "mgrit": res.to_dict(),
+            "max_abs_diff": diff,
+        },
+    )
+    return EXIT_OK if res.converged else EXIT_NOT_CONVERGED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pintrain",
+        description="Parallel-in-time training of neural networks with multigrid reduction in time (MGRIT).",
+    )
+    parser.add_argument("--version", action="version", version=f"pintrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ps = sub.add_parser("solve", help="MGRIT on a linear test problem (heat or Dahlquist), checked against serial")
+    ps.add_argument("--problem", choices=["heat", "dahlquist"], default="heat", help="test problem (default heat)")
+    ps.add_argument("--steps", type=int, default=4096, help="number of time steps N (default 4096)")
+    ps.add_argument("--nx", type=int, default=63, help="heat: interior grid points (default 63)")
+    ps.add_argument("--lam", type=float, default=-1.0, help="dahlquist: lambda (default -1)")
+    ps.add_argument("--t-stop", type=float, default=1.0, help="final time (default 1)")
+    ps.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
+    ps.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    add_solver_arguments(ps, levels=3, cfactor="4", tol=1e-9)
+    ps.set_defaults(func=cmd_solve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except DivergenceError as err:
+        print(f"pintrain: diverged: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except PintrainError as err:
+        print(f"pintrain: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

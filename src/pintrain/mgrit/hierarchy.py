@@ -1,0 +1,124 @@
+"""The time-grid hierarchy: which fine points each level holds, and what one iteration costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .options import SolverOptions
+
+
+@dataclass(frozen=True)
+class Level:
+    """One time grid: points ``0..n_steps`` at fine indices ``spacing * j``.
+
+    ``cfactor`` is the coarsening factor to the next level (0 on the coarsest level, which is
+    solved by sequential time stepping).
+    """
+
+    index: int
+    n_steps: int
+    spacing: int
+    cfactor: int
+
+    @property
+    def n_points(self) -> int:
+        return self.n_steps + 1
+
+    @property
+    def fine_indices(self) -> np.ndarray:
+        return np.arange(self.n_points, dtype=np.int64) * self.spacing
+
+    @property
+    def c_points(self) -> np.ndarray:
+        """Level indices of the C-points (multiples of ``cfactor``), 0 included; all points if coarsest."""
+        return np.arange(0, self.n_points, max(self.cfactor, 1), dtype=np.int64)
+
+    @property
+    def is_coarsest(self) -> bool:
+        return self.cfactor == 0
+
+
+class Hierarchy:
+    """Levels from fine (0) to coarsest, built from the number of fine steps and the options.
+
+    Coarsening stops at ``options.levels`` or when the next grid would have fewer than
+    ``options.min_coarse`` points.  ``print(hierarchy)`` shows the grids and the cost model.
+    """
+
+    def __init__(self, n_steps: int, options: SolverOptions) -> None:
+        levels: list[Level] = []
+        n, spacing = int(n_steps), 1
+        for lvl in range(options.levels):
+            cf = options.cfactor_at(lvl)
+            last = lvl == options.levels - 1 or (n // cf) + 1 < options.min_coarse
+            levels.append(Level(lvl, n, spacing, 0 if last else cf))
+            if last:
+                break
+            n, spacing = n // cf, spacing * cf
+        self.levels = levels
+        self.n_steps = int(n_steps)
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def __getitem__(self, i: int) -> Level:
+        return self.levels[i]
+
+    def iteration_cost(self, nu: int, cycle: str = "V") -> dict[str, float]:
+        """Cost model of one iteration, in propagator applications.
+
+        ``work``: all applications on all levels (what one process does); ``critical_path``: the
+        sequential applications with one processor per C-interval (what unlimited parallelism
+        leaves); both count a coarse step as one application (its real cost is problem specific).
+        """
+        work = 0.0
+        path = 0.0
+
+        def level_cost(lvl: int) -> tuple[float, float]:
+            lev = self.levels[lvl]
+            if lev.is_coarsest:
+                return float(lev.n_steps), float(lev.n_steps)
+            n_c = lev.n_steps // lev.cfactor
+            n_f = lev.n_steps - n_c
+            # relaxation: F (C F)^nu; restriction: one fine + one coarse step per C-point;
+            # correction: F-relaxation.
+            w = n_f * (nu + 2) + n_c * (nu + 2)
+            p = (lev.cfactor - 1) * (nu + 2) + nu + 2
+            return float(w), float(p)
+
+        def cyc(lvl: int, kind: str) -> tuple[float, float]:
+            w, p = level_cost(lvl)
+            if self.levels[lvl].is_coarsest:
+                return w, p
+            cw, cp = cyc(lvl + 1, kind)
+            w, p = w + cw, p + cp
+            if kind == "F" and not self.levels[lvl + 1].is_coarsest:
+                vw, vp = cyc(lvl + 1, "V")
+                w, p = w + vw, p + vp
+            return w, p
+
+        work, path = cyc(0, cycle)
+        return {"work": work, "critical_path": path, "serial": float(self.n_steps)}
+
+    def table(self, nu: int = 1, cycle: str = "V") -> str:
+        rows = ["level   points  spacing  cfactor", "-----  -------  -------  -------"]
+        for lev in self.levels:
+            cf = "-" if lev.is_coarsest else str(lev.cfactor)
+            rows.append(f"{lev.index:5d}  {lev.n_points:7d}  {lev.spacing:7d}  {cf:>7}")
+        cost = self.iteration_cost(nu, cycle)
+        rows.append(
+            f"one {cycle}-cycle: {cost['work']:.0f} propagator applications in all, "
+            f"critical path {cost['critical_path']:.0f} (serial: {self.n_steps})"
+        )
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> list[dict[str, int]]:
+        return [
+            {"level": lev.index, "points": lev.n_points, "spacing": lev.spacing, "cfactor": lev.cfactor}
+            for lev in self.levels
+        ]

@@ -1,0 +1,119 @@
+"""Solver options: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import OptionError
+
+RELAX_PATTERN = re.compile(r"^F(?:CF)*$|^F\(CF\)\^(\d+)$")
+CYCLES = ("V", "F")
+NORMS = ("l2", "inf")
+GUESSES = ("zero", "initial")
+
+
+def parse_relax(relax: str) -> int:
+    """Number ``nu`` of CF sweeps in ``F(CF)^nu`` from a name such as "F", "FCF", "FCFCF", "F(CF)^3"."""
+    if not isinstance(relax, str):
+        raise OptionError("relax", relax, 'a string such as "F", "FCF", "FCFCF" or "F(CF)^nu"')
+    text = relax.strip().upper()
+    match = RELAX_PATTERN.match(text)
+    if match is None:
+        raise OptionError("relax", relax, 'one of "F", "FCF", "FCFCF", ... or "F(CF)^nu" with nu >= 0')
+    if match.group(1) is not None:
+        return int(match.group(1))
+    return (len(text) - 1) // 2
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Every MGRIT setting, validated on construction (a bad value raises :class:`OptionError`).
+
+    ``cfactor`` is one int for all levels or a list, one factor per coarsening (level l -> l+1).
+    ``tol`` is an absolute bound on the residual norm, ``rtol`` (optional) a bound relative to the
+    first iteration's residual; the solve stops at whichever is met first.
+    """
+
+    levels: int = 3
+    cfactor: int | tuple[int, ...] = 4
+    relax: str = "FCF"
+    cycle: str = "V"
+    tol: float = 1e-9
+    rtol: float | None = None
+    max_iter: int = 50
+    nested: bool = False
+    norm: str = "l2"
+    min_coarse: int = 2
+    guess: str = "initial"
+    divergence_factor: float = 1e8
+    nu: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_int("levels", self.levels, 1)
+        if isinstance(self.cfactor, list | tuple):
+            if len(self.cfactor) == 0:
+                raise OptionError("cfactor", self.cfactor, "an int >= 2 or a non-empty list of ints >= 2")
+            for c in self.cfactor:
+                _check_int("cfactor", c, 2)
+            object.__setattr__(self, "cfactor", tuple(int(c) for c in self.cfactor))
+        else:
+            _check_int("cfactor", self.cfactor, 2)
+        object.__setattr__(self, "nu", parse_relax(self.relax))
+        object.__setattr__(self, "relax", self.relax.strip().upper())
+        if self.cycle not in CYCLES:
+            raise OptionError("cycle", self.cycle, f"one of {', '.join(map(repr, CYCLES))}")
+        _check_positive("tol", self.tol)
+        if self.rtol is not None:
+            _check_positive("rtol", self.rtol)
+            if self.rtol >= 1:
+                raise OptionError("rtol", self.rtol, "a float in (0, 1), or None")
+        _check_int("max_iter", self.max_iter, 1)
+        if not isinstance(self.nested, bool):
+            raise OptionError("nested", self.nested, "True or False")
+        if self.norm not in NORMS:
+            raise OptionError("norm", self.norm, f"one of {', '.join(map(repr, NORMS))}")
+        _check_int("min_coarse", self.min_coarse, 2)
+        if self.guess not in GUESSES:
+            raise OptionError("guess", self.guess, f"one of {', '.join(map(repr, GUESSES))}")
+        _check_positive("divergence_factor", self.divergence_factor)
+        if self.divergence_factor <= 1:
+            raise OptionError("divergence_factor", self.divergence_factor, "a float > 1")
+
+    def cfactor_at(self, level: int) -> int:
+        """Coarsening factor from ``level`` to ``level + 1`` (a list's last entry repeats)."""
+        if isinstance(self.cfactor, tuple):
+            return self.cfactor[min(level, len(self.cfactor) - 1)]
+        return int(self.cfactor)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("nu", None)
+        if isinstance(d["cfactor"], tuple):
+            d["cfactor"] = list(d["cfactor"])
+        return d
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | _np_integer()):
+        raise OptionError(name, value, f"an int >= {minimum}")
+    if value < minimum:
+        raise OptionError(name, value, f"an int >= {minimum}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise OptionError(name, value, "a finite float > 0")
+
+
+def _np_integer() -> type:
+    import numpy as np
+
+    return np.integer

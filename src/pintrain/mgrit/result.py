@@ -1,0 +1,65 @@
+"""The outcome of one solve: states, residual history, and the options used."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .options import SolverOptions
+
+
+@dataclass
+class Result:
+    """What :func:`pintrain.mgrit.solve` returns.
+
+    ``states`` holds the fine trajectory (row k = state at fine point k); ``residuals[i]`` is the
+    residual norm after iteration ``i + 1``; ``convergence_factors[i]`` is
+    ``residuals[i + 1] / residuals[i]``.
+    """
+
+    states: np.ndarray
+    residuals: list[float]
+    iterations: int
+    converged: bool
+    wall_s: float
+    options: SolverOptions
+    hierarchy: list[dict[str, int]] = field(default_factory=list)
+    step_counts: list[int] = field(default_factory=list)
+
+    @property
+    def final_state(self) -> np.ndarray:
+        return self.states[-1]
+
+    def state(self, k: int) -> np.ndarray:
+        """The converged state at fine point ``k`` (0..N)."""
+        n = self.states.shape[0] - 1
+        if not (-n - 1 <= k <= n):
+            raise IndexError(f"fine point {k} is outside 0..{n}")
+        return self.states[k]
+
+    @property
+    def convergence_factors(self) -> list[float]:
+        r = self.residuals
+        return [r[i + 1] / r[i] if r[i] > 0 else 0.0 for i in range(len(r) - 1)]
+
+    def to_dict(self, include_states: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "residuals": [float(r) for r in self.residuals],
+            "convergence_factors": [float(c) for c in self.convergence_factors],
+            "wall_s": self.wall_s,
+            "options": self.options.to_dict(),
+            "hierarchy": self.hierarchy,
+            "step_counts": list(self.step_counts),
+            "final_state": self.final_state.tolist(),
+        }
+        if include_states:
+            d["states"] = self.states.tolist()
+        return d
+
+    def to_json(self, include_states: bool = False, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(include_states), **kwargs)
