@@ -104,12 +104,7 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 
 def _check_positive(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise OptionError(name, value, "a finite float > 0")
 
 
