@@ -2,27 +2,37 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint vs-pymgrit clean
+.PHONY: demo test lint vs-pymgrit reproduce clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 
-demo: $(STAMP)
-	$(BIN)/pintrain solve
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
 
-test: $(STAMP) lint
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test,torch]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/pintrain train
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Regenerate the tables of the paper's numerical section (docs/reproduction.md shows them).
+reproduce: $(VENV)/.installed
+	$(BIN)/pintrain reproduce --out docs/reproduction
+
 # Cross-check against PyMGRIT 1.0.6 (makes .venv-pymgrit/ with numpy<2) and rewrite the record.
-vs-pymgrit: $(STAMP)
+vs-pymgrit: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/vs_pymgrit.py
 
 clean:

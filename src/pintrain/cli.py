@@ -121,6 +121,73 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return EXIT_OK if res.converged else EXIT_NOT_CONVERGED
 
 
+# -- pintrain train ---------------------------------------------------------------------------
+def problem_from_args(args: argparse.Namespace):
+    from .training import model_problem
+
+    kwargs = {"steps": args.steps, "seed": args.seed, "coarse": args.coarse}
+    for name in ("lr", "hidden", "batch_size", "max_ratio"):
+        value = getattr(args, name, None)
+        if value is not None:
+            kwargs[name] = value
+    if args.problem == "xor" and "batch_size" in kwargs:
+        raise PintrainError("--batch-size does not apply to xor, which trains full-batch")
+    return model_problem(args.problem, **kwargs)
+
+
+def describe_problem(problem) -> str:
+    d = problem.describe()
+    net = d["network"]
+    sched = d["schedule"]
+    data = "full-batch GD" if sched["full_batch"] else f"SGD, batch {sched['batch_size']} of {sched['n_samples']}"
+    sizes = "-".join(map(str, net["sizes"]))
+    return (
+        f"{d['name']} ({sizes} {net['hidden']} network, {net['n_params']} weights), {d['steps']} steps of {data}, "
+        f"lr {d['lr']:g}, coarse propagator {d['coarse']!r}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .api import compare
+
+    opts = options_from_args(args)
+    problem = problem_from_args(args)
+    quiet = args.quiet
+    if not quiet:
+        print(f"pintrain train: {describe_problem(problem)}")
+        print(describe(problem.n_steps, opts))
+        print()
+    rec = compare(problem, opts, callback=print_iteration(quiet))
+    s, m = rec["serial"], rec["mgrit"]
+    if m["diverged"]:
+        write_json(args.json, rec)
+        print(f"serial training: final loss {s['final_loss']:.4e} in {s['wall_s']:.3f} s")
+        raise DivergenceError(m["error"], iteration=m["iterations"], level=m["level"], step=m["step"])
+    if not quiet:
+        print()
+    print(f"{'':28s} {'serial':>12s} {'MGRIT':>12s}")
+    print(f"{'iterations':28s} {'-':>12s} {m['iterations']:12d}")
+    print(f"{'wall time (s)':28s} {s['wall_s']:12.3f} {m['wall_s']:12.3f}")
+    print(f"{'final loss':28s} {s['final_loss']:12.4e} {m['final_loss']:12.4e}")
+    print(f"max |w_mgrit - w_serial| over all {problem.n_steps + 1} points: {rec['max_abs_diff']:.2e}")
+    if quiet:
+        print("residuals: " + " ".join(f"{r:.2e}" for r in m["residuals"]))
+    if m["converged"]:
+        print(f"converged: residual {m['residuals'][-1]:.2e} < tol {opts.tol:g}")
+    else:
+        print(
+            f"NOT converged in {m['iterations']} iterations (residual {m['residuals'][-1]:.2e}); "
+            f"try --coarse gauss-newton, fewer --levels, a smaller --cfactor, or more --max-iter"
+        )
+    write_json(args.json, rec)
+    if args.plot is not None:
+        from .plots import plot_comparison
+
+        plot_comparison(rec, args.plot)
+        print(f"wrote {args.plot}")
+    return EXIT_OK if m["converged"] else EXIT_NOT_CONVERGED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pintrain",
@@ -139,6 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     add_solver_arguments(ps, levels=3, cfactor="4", tol=1e-9)
     ps.set_defaults(func=cmd_solve)
+
+    pt = sub.add_parser("train", help="train a model problem serially and by MGRIT, and compare")
+    pt.add_argument("--problem", choices=["xor", "sine"], default="xor", help="model problem (default xor)")
+    pt.add_argument("--steps", type=int, default=4096, help="number of training steps N (default 4096)")
+    pt.add_argument("--lr", type=float, default=None, help="learning rate (default: the problem's)")
+    pt.add_argument("--hidden", type=int, default=None, help="hidden units (default: the problem's)")
+    pt.add_argument("--batch-size", type=int, default=None, help="sine: mini-batch size (default 4)")
+    pt.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights (default 0)")
+    pt.add_argument(
+        "--coarse",
+        choices=["paper", "split", "gauss-newton"],
+        default="gauss-newton",
+        help="coarse propagator (default gauss-newton; 'paper' is Schroder 2017's)",
+    )
+    pt.add_argument("--max-ratio", type=int, default=None, help="split: longest sub-step in fine lr (default 4)")
+    pt.add_argument("--json", type=Path, default=None, help="write serial and MGRIT results as JSON")
+    pt.add_argument("--plot", type=Path, default=None, help="write a PNG of residuals and loss curves")
+    pt.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    add_solver_arguments(pt, levels=3, cfactor="4", tol=1e-9)
+    pt.set_defaults(func=cmd_train)
     return parser
 
 

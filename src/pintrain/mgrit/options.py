@@ -34,7 +34,9 @@ class SolverOptions:
 
     ``cfactor`` is one int for all levels or a list, one factor per coarsening (level l -> l+1).
     ``tol`` is an absolute bound on the residual norm, ``rtol`` (optional) a bound relative to the
-    first iteration's residual; the solve stops at whichever is met first.
+    first iteration's residual; the solve stops at whichever is met first.  ``divergence_factor``
+    bounds growth: a residual above it times the first one, or a state on any level above it times
+    ``max(1, max |u_0|)``, stops the solve with a :class:`~pintrain.errors.DivergenceError`.
     """
 
     levels: int = 3

@@ -38,6 +38,7 @@ class _Solver:
         self.fresh = [False] * len(self.hier)  # F-points consistent with C-points and G
         self.phi_cache: list[np.ndarray | None] = [None] * len(self.hier)
         self.step_counts = [0] * len(self.hier)
+        self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
         self.iteration = 0
 
     # -- propagation -------------------------------------------------------------------------
@@ -150,17 +151,24 @@ class _Solver:
         return peak * float(np.sqrt(np.sum((r / peak) ** 2)))  # scaled: no overflow before inf
 
     def check_finite(self, lvl: int) -> None:
-        U = self.U[lvl]
-        ok = np.isfinite(U).all(axis=1)
-        if ok.all():
+        """Stop at the first state of level ``lvl`` that is non-finite or past the growth bound."""
+        peak = np.abs(self.U[lvl]).max(axis=1)
+        bad = ~(peak <= self.state_bound)  # NaN compares False, so it counts as bad
+        if not bad.any():
             return
-        j = int(np.argmin(ok))
+        j = int(np.argmax(bad))
         lev = self.hier[lvl]
         k = j * lev.spacing
         where = "the fine level" if lvl == 0 else f"level {lvl} (one step = {lev.spacing} fine steps)"
+        what = (
+            "became non-finite (NaN or inf)"
+            if not np.isfinite(peak[j])
+            else f"grew to |u| = {peak[j]:.3e}, past divergence_factor = {self.opt.divergence_factor:g} times "
+            "the size of the initial state"
+        )
         raise DivergenceError(
-            f"MGRIT diverged in iteration {self.iteration}: the state on {where} became non-finite "
-            f"(NaN or inf) at fine step {k}. Suggestion: {self.hint()}.",
+            f"MGRIT diverged in iteration {self.iteration}: the state on {where} {what} at fine step {k}. "
+            f"Suggestion: {self.hint()}.",
             iteration=self.iteration,
             level=lvl,
             step=k,

@@ -1,0 +1,59 @@
+"""The two model problems (stand-ins for Schroder 2017's, see docs/reproduction.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+from .mlp import MLP
+from .problem import TrainingProblem
+from .schedule import Schedule
+
+
+def xor_problem(
+    steps: int = 4096, lr: float = 1.0, hidden: int = 4, seed: int = 0, coarse: str = "paper", **coarse_options: Any
+) -> TrainingProblem:
+    """Model problem 1: a 3-4-1 sigmoid network (no biases; the third input is a constant 1) learns
+    XOR of the first two inputs from its four samples by full-batch gradient descent on
+    1/2 sum of squared errors, lr = 1, weights uniform in [-1, 1]."""
+    X = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    Y = np.array([0.0, 1.0, 1.0, 0.0])
+    model = MLP((3, hidden, 1), hidden="sigmoid", output="sigmoid", bias=False, loss="sse")
+    w0 = model.init(np.random.default_rng(seed), "uniform")
+    return TrainingProblem(model, X, Y, Schedule(4, None, seed), lr, steps, w0, coarse, coarse_options, name="xor")
+
+
+def sine_problem(
+    steps: int = 4096,
+    lr: float = 0.05,
+    hidden: int = 8,
+    batch_size: int = 4,
+    n_samples: int = 256,
+    seed: int = 0,
+    coarse: str = "paper",
+    **coarse_options: Any,
+) -> TrainingProblem:
+    """Model problem 2: a 1-8-1 tanh network (linear output, biases) fits y = sin(x) from
+    ``n_samples`` points drawn uniformly from [-pi, pi] by mini-batch SGD (batch 4, reshuffled each
+    epoch) on the mean squared error, lr = 0.05, Glorot-uniform weights."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-np.pi, np.pi, (n_samples, 1))
+    Y = np.sin(X)
+    model = MLP((1, hidden, 1), hidden="tanh", output="identity", bias=True, loss="mse")
+    w0 = model.init(rng, "glorot")
+    return TrainingProblem(
+        model, X, Y, Schedule(n_samples, batch_size, seed), lr, steps, w0, coarse, coarse_options, name="sine"
+    )
+
+
+MODEL_PROBLEMS: dict[str, Callable[..., TrainingProblem]] = {"xor": xor_problem, "sine": sine_problem}
+
+
+def model_problem(name: str, **kwargs: Any) -> TrainingProblem:
+    """Build a model problem by name; keyword arguments override its defaults."""
+    if name not in MODEL_PROBLEMS:
+        raise OptionError("problem", name, f"one of {', '.join(MODEL_PROBLEMS)}")
+    return MODEL_PROBLEMS[name](**kwargs)

@@ -1,0 +1,138 @@
+"""Training as an evolution: w_{k+1} = w_k - lr * grad L_k(w_k), one SGD step per fine time step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+from .mlp import MLP
+from .propagators import COARSE_PROPAGATORS
+from .schedule import Schedule
+
+
+class TrainingProblem:
+    """A :class:`pintrain.mgrit.Problem` whose fine step is one (S)GD step on step k's batch.
+
+    ``L_k`` is the model's loss on the batch ``schedule.batch(k)``.  ``step(u, k, m)`` with m > 1
+    is the coarse propagator named by ``coarse`` (see :mod:`pintrain.training.propagators`).
+    ``step_many`` steps many weight vectors at once with one batched forward/backward pass.
+    """
+
+    def __init__(
+        self,
+        model: MLP,
+        X: np.ndarray,
+        Y: np.ndarray,
+        schedule: Schedule,
+        lr: float,
+        n_steps: int,
+        w0: np.ndarray,
+        coarse: str = "paper",
+        coarse_options: dict[str, Any] | None = None,
+        name: str = "training",
+    ) -> None:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+            raise OptionError("steps", n_steps, "an int >= 1")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not np.isfinite(lr) or lr <= 0:
+            raise OptionError("lr", lr, "a finite float > 0")
+        if coarse not in COARSE_PROPAGATORS:
+            raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
+        X = np.asarray(X, dtype=np.float64)
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if X.ndim != 2 or X.shape[1] != model.sizes[0] or Y.shape != (X.shape[0], model.sizes[-1]):
+            raise OptionError(
+                "data",
+                f"X {X.shape}, Y {Y.shape}",
+                f"X of shape (n, {model.sizes[0]}) and Y of shape (n, {model.sizes[-1]})",
+            )
+        if schedule.n_samples != X.shape[0]:
+            raise OptionError("schedule.n_samples", schedule.n_samples, f"the number of samples, {X.shape[0]}")
+        w0 = np.asarray(w0, dtype=np.float64).reshape(-1)
+        if w0.size != model.n_params or not np.isfinite(w0).all():
+            raise OptionError("w0", f"{w0.size} values", f"{model.n_params} finite values")
+        self.model = model
+        self.X, self.Y = X, Y
+        self.schedule = schedule
+        self.lr = float(lr)
+        self.n_steps = int(n_steps)
+        self.w0 = w0
+        self.coarse = coarse
+        self.coarse_options = dict(coarse_options or {})
+        self.name = name
+        self.table = schedule.table(self.n_steps)
+        self._coarse_fn = COARSE_PROPAGATORS[coarse]
+        self._scale = model.loss_scale(schedule.batch_size)
+
+    # -- the Problem protocol ----------------------------------------------------------------
+    def initial(self) -> np.ndarray:
+        return self.w0.copy()
+
+    def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+        ks = np.asarray(ks, dtype=np.int64)
+        if m == 1:
+            return U - self.lr * self.gradient_sum(U, ks, 1)
+        return self._coarse_fn(self, U, ks, m)
+
+    def step(self, u: np.ndarray, k: int, m: int) -> np.ndarray:
+        return self.step_many(u[None, :], np.array([k]), m)[0]
+
+    @property
+    def divergence_hint(self) -> str:
+        return (
+            f"coarse propagator {self.coarse!r} takes steps of m * lr on a level of spacing m "
+            f"(lr = {self.lr:g}); use the stable coarse propagator 'gauss-newton', fewer levels, "
+            "or a smaller cfactor"
+        )
+
+    # -- pieces the propagators use ----------------------------------------------------------
+    def union(self, ks: np.ndarray, m: int) -> np.ndarray:
+        """Sample indices of steps ``ks[i] .. ks[i] + m - 1``: shape ``(len(ks), m * batch_size)``."""
+        steps = ks[:, None] + np.arange(m)[None, :]
+        if steps.size and steps.max() >= self.n_steps:
+            raise IndexError(f"step {int(steps.max())} is past the last training step {self.n_steps - 1}")
+        return self.table[steps].reshape(ks.size, -1)
+
+    def gradient_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+        """``sum_{j=k}^{k+m-1} grad L_j(w)`` for every row (the gradient over the union of the m batches)."""
+        idx = self.union(ks, m)
+        return self.model.loss_and_grad(W, self.X[idx], self.Y[idx], self._scale)[1]
+
+    def gauss_newton_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+        idx = self.union(ks, m)
+        return self.model.gauss_newton(W, self.X[idx], self._scale)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def losses(self, states: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Loss on the whole training set (normalised as one step's loss) for every row of ``states``."""
+        n = self.X.shape[0]
+        scale = self.model.loss_scale(n)
+        out = np.empty(states.shape[0])
+        for start in range(0, states.shape[0], chunk):
+            W = states[start : start + chunk]
+            Xb = np.broadcast_to(self.X, (W.shape[0], *self.X.shape))
+            err = self.model.predict(W, Xb) - self.Y[None]
+            out[start : start + chunk] = 0.5 * scale * np.sum(err * err, axis=(1, 2))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "name": self.name,
+            "network": {
+                "sizes": list(m.sizes),
+                "hidden": m.hidden,
+                "output": m.output,
+                "bias": m.bias,
+                "loss": m.loss,
+                "n_params": m.n_params,
+            },
+            "schedule": self.schedule.describe(),
+            "lr": self.lr,
+            "steps": self.n_steps,
+            "coarse": self.coarse,
+            "coarse_options": self.coarse_options,
+        }

@@ -1,0 +1,83 @@
+"""The data schedule: which samples training step k sees, a pure function of (seed, k)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import OptionError
+
+
+class Schedule:
+    """Mini-batches of ``batch_size`` samples from ``n_samples``, reshuffled each epoch from the seed.
+
+    Step k belongs to epoch ``k // steps_per_epoch`` and takes batch ``k % steps_per_epoch`` of that
+    epoch's permutation (``numpy.random.default_rng((seed, epoch))``), so any process can compute
+    any step's batch without communication, in any order.  An epoch has
+    ``n_samples // batch_size`` steps (the remainder is dropped, so every batch has the same size).
+    ``batch_size=None`` (or >= n_samples) is full-batch training: every step sees every sample,
+    in the original order.
+    """
+
+    def __init__(self, n_samples: int, batch_size: int | None = None, seed: int = 0, shuffle: bool = True) -> None:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+            raise OptionError("n_samples", n_samples, "an int >= 1")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1
+        ):
+            raise OptionError("batch_size", batch_size, "an int >= 1, or None for full batch")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise OptionError("seed", seed, "an int >= 0")
+        self.n_samples = int(n_samples)
+        self.full_batch = batch_size is None or batch_size >= n_samples
+        self.batch_size = self.n_samples if self.full_batch else int(batch_size)
+        self.steps_per_epoch = self.n_samples // self.batch_size
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle) and not self.full_batch
+        self._perm = lru_cache(maxsize=64)(self._permutation)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n_samples)
+        return np.random.default_rng((self.seed, epoch)).permutation(self.n_samples)
+
+    def batch(self, k: int) -> np.ndarray:
+        """Sample indices of step ``k`` (a 1-D array of ``batch_size`` ints)."""
+        if k < 0:
+            raise IndexError(f"step {k} is negative")
+        epoch, b = divmod(int(k), self.steps_per_epoch)
+        return self._perm(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def batches(self, ks: np.ndarray, m: int = 1) -> np.ndarray:
+        """Indices of steps ``ks[i] .. ks[i] + m - 1`` for every i: shape ``(len(ks), m * batch_size)``."""
+        ks = np.asarray(ks, dtype=np.int64).reshape(-1)
+        if self.full_batch:
+            return np.broadcast_to(np.tile(np.arange(self.n_samples), m), (ks.size, m * self.batch_size))
+        steps = ks[:, None] + np.arange(m)[None, :]
+        out = np.empty((ks.size, m, self.batch_size), dtype=np.int64)
+        epochs, pos = np.divmod(steps, self.steps_per_epoch)
+        for epoch in np.unique(epochs):
+            sel = epochs == epoch
+            perm = self._perm(int(epoch)).reshape(-1)[: self.steps_per_epoch * self.batch_size]
+            out[sel] = perm.reshape(self.steps_per_epoch, self.batch_size)[pos[sel]]
+        return out.reshape(ks.size, m * self.batch_size)
+
+    def table(self, n_steps: int) -> np.ndarray:
+        """Batches of steps ``0 .. n_steps - 1`` as one ``(n_steps, batch_size)`` array (row k = step k)."""
+        n_epochs = -(-int(n_steps) // self.steps_per_epoch)
+        used = self.steps_per_epoch * self.batch_size
+        rows = [self._permutation(e)[:used].reshape(self.steps_per_epoch, self.batch_size) for e in range(n_epochs)]
+        if not rows:
+            return np.empty((0, self.batch_size), dtype=np.int64)
+        return np.concatenate(rows)[:n_steps].astype(np.int64)
+
+    def describe(self) -> dict:
+        return {
+            "n_samples": self.n_samples,
+            "batch_size": self.batch_size,
+            "full_batch": self.full_batch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+        }
