@@ -188,6 +188,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK if m["converged"] else EXIT_NOT_CONVERGED
 
 
+# -- pintrain reproduce -----------------------------------------------------------------------
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce, to_markdown, write
+
+    def progress(title: str) -> None:
+        if not args.quiet:
+            print(f"running: {title}", file=sys.stderr, flush=True)
+
+    record = reproduce(quick=args.quick, progress=progress)
+    print(to_markdown(record))
+    md, js = write(record, args.out)
+    print(f"wrote {md} and {js}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pintrain",
@@ -226,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     add_solver_arguments(pt, levels=3, cfactor="4", tol=1e-9)
     pt.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("reproduce", help="regenerate the paper's tables (Markdown and JSON)")
+    pr.add_argument("--out", type=Path, default=Path("reproduction"), help="output folder (default ./reproduction)")
+    pr.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of a few seconds)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    pr.set_defaults(func=cmd_reproduce)
     return parser
 
 
@@ -243,6 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PintrainError as err:
         print(f"pintrain: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pintrain: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `pintrain reproduce | head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":
