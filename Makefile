@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test,torch]'
+	$(PIP) -e '.[test,torch,mpi]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

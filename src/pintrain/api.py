@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import DivergenceError, OptionError
 from .mgrit import Result, SolverOptions, serial_solve, solve
+from .mgrit.comm import resolve
 from .training import TrainingProblem
 
 
@@ -38,8 +39,13 @@ def train(
     method: str = "mgrit",
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
+    comm: Any = None,
 ) -> TrainingRun:
-    """Train ``problem`` with ``method="serial"`` (a loop of SGD steps) or ``"mgrit"`` (``options``)."""
+    """Train ``problem`` with ``method="serial"`` (a loop of SGD steps) or ``"mgrit"`` (``options``).
+
+    Under MPI (``comm``, or mpiexec) the MGRIT weights of all steps are gathered on rank 0, whose
+    run has the losses; the other ranks' runs hold their own blocks and no losses.
+    """
     if method == "serial":
         t0 = time.perf_counter()
         states = serial_solve(problem)
@@ -47,29 +53,43 @@ def train(
         return TrainingRun("serial", states, problem.losses(states), wall)
     if method != "mgrit":
         raise OptionError("method", method, '"serial" or "mgrit"')
-    res = solve(problem, options=options or SolverOptions(), callback=callback)
-    return TrainingRun("mgrit", res.states, problem.losses(res.states), res.wall_s, res)
+    res = solve(problem, options=options or SolverOptions(), callback=callback, comm=comm, gather=True)
+    whole = res.first_index == 0 and res.states.shape[0] == problem.n_steps + 1
+    losses = problem.losses(res.states) if whole else np.empty(0)
+    return TrainingRun("mgrit", res.states, losses, res.wall_s, res)
 
 
 def compare(
     problem: TrainingProblem,
     options: SolverOptions,
     callback: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
+    comm: Any = None,
+) -> dict[str, Any] | None:
     """Serial and MGRIT training of the same problem, side by side (the record ``--json`` writes).
 
     If MGRIT diverges, the record keeps the serial run and says so under ``mgrit``: ``diverged``,
-    ``error`` (the message naming level and step), and the residuals up to that point.
+    ``error`` (the message naming level and step), and the residuals up to that point.  Under MPI
+    every rank takes part in MGRIT; rank 0 alone runs the serial reference and returns the record,
+    the others return None.
     """
+    ranks = resolve(comm)
+    mgrit: TrainingRun | None = None
+    failure: DivergenceError | None = None
+    try:
+        mgrit = train(problem, "mgrit", options, callback, comm=ranks)
+    except DivergenceError as err:
+        failure = err
+    if ranks.rank != 0:
+        return None
     serial = train(problem, "serial")
     record: dict[str, Any] = {
         "problem": problem.describe(),
         "options": options.to_dict(),
+        "ranks": ranks.size,
         "serial": {"losses": serial.losses.tolist(), "final_loss": serial.final_loss, "wall_s": serial.wall_s},
     }
-    try:
-        mgrit = train(problem, "mgrit", options, callback)
-    except DivergenceError as err:
+    if failure is not None:
+        err = failure
         record["mgrit"] = {
             "diverged": True,
             "converged": False,
@@ -80,7 +100,7 @@ def compare(
             "residuals": err.residuals,
         }
         return record
-    assert mgrit.solver is not None
+    assert mgrit is not None and mgrit.solver is not None
     diff = np.abs(mgrit.states - serial.states)
     return record | {
         "hierarchy": mgrit.solver.hierarchy,

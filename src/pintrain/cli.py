@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -158,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(describe(problem.n_steps, opts))
         print()
     rec = compare(problem, opts, callback=print_iteration(quiet))
+    if rec is None:  # an MPI rank other than 0: it took part in MGRIT; rank 0 reports
+        return EXIT_OK
     s, m = rec["serial"], rec["mgrit"]
     if m["diverged"]:
         write_json(args.json, rec)
@@ -256,13 +259,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    rank = _mpi_rank()
+    if rank != 0:  # under mpiexec only rank 0 prints and writes files
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
         return int(args.func(args))
     except DivergenceError as err:
-        print(f"pintrain: diverged: {err}", file=sys.stderr)
+        if rank == 0:
+            print(f"pintrain: diverged: {err}", file=sys.stderr)
         return EXIT_DIVERGED
     except PintrainError as err:
-        print(f"pintrain: error: {err}", file=sys.stderr)
+        if rank == 0:
+            print(f"pintrain: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pintrain: interrupted", file=sys.stderr)
@@ -270,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `pintrain reproduce | head`
         sys.stderr.close()
         return EXIT_OK
+
+
+def _mpi_rank() -> int:
+    from .mgrit.comm import resolve
+
+    return resolve(None).rank
 
 
 if __name__ == "__main__":

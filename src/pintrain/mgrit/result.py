@@ -15,9 +15,10 @@ from .options import SolverOptions
 class Result:
     """What :func:`pintrain.mgrit.solve` returns.
 
-    ``states`` holds the fine trajectory (row k = state at fine point k); ``residuals[i]`` is the
-    residual norm after iteration ``i + 1``; ``convergence_factors[i]`` is
-    ``residuals[i + 1] / residuals[i]``.
+    ``states`` holds the fine trajectory, row i = state at fine point ``first_index + i`` (the
+    whole trajectory on one process; on several ranks each rank's own block, or everything on
+    rank 0 with ``gather=True``); ``residuals[i]`` is the residual norm after iteration ``i + 1``;
+    ``convergence_factors[i]`` is ``residuals[i + 1] / residuals[i]``.
     """
 
     states: np.ndarray
@@ -28,17 +29,32 @@ class Result:
     options: SolverOptions
     hierarchy: list[dict[str, int]] = field(default_factory=list)
     step_counts: list[int] = field(default_factory=list)
+    first_index: int = 0
+    final: np.ndarray | None = None
+    ranks: int = 1
+    rank: int = 0
+
+    @property
+    def n_steps(self) -> int:
+        return self.hierarchy[0]["points"] - 1 if self.hierarchy else self.states.shape[0] - 1
 
     @property
     def final_state(self) -> np.ndarray:
-        return self.states[-1]
+        """The state at fine point N (on every rank)."""
+        return self.final if self.final is not None else self.states[-1]
 
     def state(self, k: int) -> np.ndarray:
-        """The converged state at fine point ``k`` (0..N)."""
-        n = self.states.shape[0] - 1
-        if not (-n - 1 <= k <= n):
+        """The converged state at fine point ``k`` (0..N; on several ranks, one this rank holds)."""
+        n = self.n_steps
+        if not (0 <= k <= n):
             raise IndexError(f"fine point {k} is outside 0..{n}")
-        return self.states[k]
+        i = k - self.first_index
+        if not (0 <= i < self.states.shape[0]):
+            raise IndexError(
+                f"fine point {k} is held by another rank (this is rank {self.rank}, holding "
+                f"{self.first_index}..{self.first_index + self.states.shape[0] - 1}); solve with gather=True"
+            )
+        return self.states[i]
 
     @property
     def convergence_factors(self) -> list[float]:
@@ -55,6 +71,7 @@ class Result:
             "options": self.options.to_dict(),
             "hierarchy": self.hierarchy,
             "step_counts": list(self.step_counts),
+            "ranks": self.ranks,
             "final_state": self.final_state.tolist(),
         }
         if include_states:

@@ -1,10 +1,14 @@
-"""Nonlinear (FAS) MGRIT in one process, vectorised across the independent points of each level.
+"""Nonlinear (FAS) MGRIT, vectorised across the independent points of each level, on one or many ranks.
 
-Level l holds the states of its points in one 2-D array ``U[l]`` (row j = point j) and, on coarse
+Level l holds the states of its points in one 2-D array ``U[l]`` (row = time point) and, on coarse
 levels, the FAS right-hand side ``G[l]``; the equations are ``U[j] - Phi_l(U[j-1]) = G[j]`` with
 ``U[0]`` fixed.  Relaxation, restriction (injection), the coarsest serial solve and the FAS
 correction follow Falgout et al. (2014) and XBraid's nonlinear formulation.  Every batch of
 independent propagations is one ``step_many`` call.
+
+One code path serves one process and many: each rank holds its block of whole C-intervals of the
+distributed levels (see :mod:`.layout`) plus one ghost row, the left neighbour's last point; the
+small levels are gathered to rank 0.  With one process every communication is the identity.
 """
 
 from __future__ import annotations
@@ -12,69 +16,95 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import DivergenceError, OptionError
-from .hierarchy import Hierarchy, Level
+from .comm import resolve
+from .hierarchy import Hierarchy
+from .layout import Layout
 from .options import SolverOptions
 from .problem import Problem, step_many
 from .result import Result
 
 
 class _Solver:
-    def __init__(self, problem: Problem, options: SolverOptions) -> None:
+    def __init__(self, problem: Problem, options: SolverOptions, comm: Any = None) -> None:
         self.problem = problem
         self.opt = options
+        self.comm = resolve(comm)
         self.hier = Hierarchy(problem.n_steps, options)
+        self.layout = Layout(self.hier, self.comm.rank, self.comm.size)
         u0 = _initial_state(problem)
+        self.u0 = u0
         d = u0.size
-        self.U = [np.empty((lev.n_points, d), dtype=u0.dtype) for lev in self.hier.levels]
+        n_lev = len(self.hier)
+        self.U = [np.empty((self.layout[lvl].n_rows, d), dtype=u0.dtype) for lvl in range(n_lev)]
         self.G: list[np.ndarray | None] = [None] + [
-            np.zeros((lev.n_points, d), dtype=u0.dtype) for lev in self.hier.levels[1:]
+            np.zeros((self.layout[lvl].n_rows, d), dtype=u0.dtype) for lvl in range(1, n_lev)
         ]
-        for U in self.U:
-            U[0] = u0
-        self.fresh = [False] * len(self.hier)  # F-points consistent with C-points and G
-        self.phi_cache: list[np.ndarray | None] = [None] * len(self.hier)
-        self.step_counts = [0] * len(self.hier)
-        self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
+        for lvl in range(n_lev):
+            if self.layout[lvl].base == 0 and self.layout[lvl].n_rows:
+                self.U[lvl][0] = u0
+        self.fresh = [False] * n_lev  # F-points consistent with C-points and G
+        self.phi_cache: list[np.ndarray | None] = [None] * n_lev
+        self.step_counts = [0] * n_lev
         self.iteration = 0
+        self.alone = False  # True while rank 0 works on the levels it holds alone
+        self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
+
+    # -- index helpers -----------------------------------------------------------------------
+    def c_points(self, lvl: int, skip_zero: bool = False) -> np.ndarray:
+        """Global indices of this rank's C-points on level ``lvl`` (all points on the coarsest)."""
+        part, cf = self.layout[lvl], max(self.hier[lvl].cfactor, 1)
+        first = max(part.lo, 1 if skip_zero else 0)
+        first = -(-first // cf) * cf
+        return np.arange(first, part.hi + 1, cf, dtype=np.int64)
 
     # -- propagation -------------------------------------------------------------------------
-    def prop(self, lvl: int, rows: np.ndarray) -> np.ndarray:
-        """Propagate level ``lvl``'s points ``rows`` one step of that level (one batched call)."""
+    def prop(self, lvl: int, js: np.ndarray) -> np.ndarray:
+        """Propagate level ``lvl``'s points ``js`` (global) one step of that level (one batched call)."""
         lev = self.hier[lvl]
-        self.step_counts[lvl] += rows.size
-        return step_many(self.problem, self.U[lvl][rows], rows * lev.spacing, lev.spacing)
+        self.step_counts[lvl] += js.size
+        rows = self.U[lvl][js - self.layout[lvl].base]
+        return step_many(self.problem, rows, js * lev.spacing, lev.spacing)
 
-    def _add_g(self, lvl: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _add_g(self, lvl: int, js: np.ndarray, values: np.ndarray) -> np.ndarray:
         G = self.G[lvl]
-        return values if G is None else values + G[rows]
+        return values if G is None else values + G[js - self.layout[lvl].base]
 
     # -- relaxation --------------------------------------------------------------------------
     def f_relax(self, lvl: int) -> None:
-        lev = self.hier[lvl]
-        U = self.U[lvl]
-        starts = lev.c_points
+        lev, part = self.hier[lvl], self.layout[lvl]
+        U, base = self.U[lvl], part.base
+        starts = self.c_points(lvl)
         for p in range(1, lev.cfactor):
-            rows = starts[starts + p <= lev.n_steps] + (p - 1)
-            if rows.size == 0:
+            js = starts[starts + p <= part.hi] + (p - 1)
+            if js.size == 0:
                 break
-            U[rows + 1] = self._add_g(lvl, rows + 1, self.prop(lvl, rows))
+            U[js + 1 - base] = self._add_g(lvl, js + 1, self.prop(lvl, js))
         self.fresh[lvl] = True
         self.phi_cache[lvl] = None
 
+    def exchange_ghost(self, lvl: int) -> None:
+        """Receive the left neighbour's last point into the ghost row (distributed levels only)."""
+        part = self.layout[lvl]
+        if not part.distributed:
+            return
+        U = self.U[lvl]
+        self.comm.shift_right(U[-1] if U.shape[0] else None, U[0] if part.ghost else None)
+
     def phi_at_c(self, lvl: int) -> np.ndarray:
-        """``Phi(U[c-1])`` for every C-point c > 0 (cached until the F-points change)."""
+        """``Phi(U[c-1])`` for this rank's C-points c > 0 (cached until the F-points change)."""
         if self.phi_cache[lvl] is None:
-            rows = self.hier[lvl].c_points[1:]
-            self.phi_cache[lvl] = self.prop(lvl, rows - 1)
+            self.exchange_ghost(lvl)
+            self.phi_cache[lvl] = self.prop(lvl, self.c_points(lvl, skip_zero=True) - 1)
         return self.phi_cache[lvl]
 
     def c_relax(self, lvl: int) -> None:
-        rows = self.hier[lvl].c_points[1:]
-        self.U[lvl][rows] = self._add_g(lvl, rows, self.phi_at_c(lvl))
+        js = self.c_points(lvl, skip_zero=True)
+        self.U[lvl][js - self.layout[lvl].base] = self._add_g(lvl, js, self.phi_at_c(lvl))
         self.fresh[lvl] = False
 
     def relax(self, lvl: int) -> None:
@@ -87,28 +117,58 @@ class _Solver:
     # -- coarse-grid correction ---------------------------------------------------------------
     def restrict(self, lvl: int) -> None:
         """Inject C-points to level ``lvl + 1`` and form its FAS right-hand side."""
-        cpts = self.hier[lvl].c_points
-        coarse = lvl + 1
-        Uc = self.U[coarse]
-        Uc[:] = self.U[lvl][cpts]
-        fine_part = self._add_g(lvl, cpts[1:], self.phi_at_c(lvl))
-        rows = np.arange(Uc.shape[0] - 1, dtype=np.int64)
-        self.G[coarse][1:] = fine_part - self.prop(coarse, rows)
+        coarse, cf = lvl + 1, self.hier[lvl].cfactor
+        cpts = self.c_points(lvl)
+        values = self.U[lvl][cpts - self.layout[lvl].base]
+        fine_part = self._add_g(lvl, cpts[cpts > 0], self.phi_at_c(lvl))
+        cpart = self.layout[coarse]
+        if cpart.distributed or not self.layout[lvl].distributed:
+            Uc = self.U[coarse]
+            Uc[cpts // cf - cpart.base] = values
+            self.exchange_ghost(coarse)
+        else:  # the coarse level lives on rank 0: gather the C-point values and fine parts there
+            if cpts.size and cpts[0] == 0:
+                fine_part = np.concatenate([np.zeros_like(values[:1]), fine_part])
+            counts = self.layout[lvl].multiples(cf)
+            full = self.comm.gather_rows(values, counts)
+            fine_part = self.comm.gather_rows(fine_part, counts)
+            if self.comm.rank == 0:
+                self.U[coarse][:] = full
+                fine_part = fine_part[1:]
+        if self.layout.active(coarse):
+            Js = _owned(cpart, skip_zero=True)
+            self.G[coarse][Js - cpart.base] = fine_part - self.prop(coarse, Js - 1)
         self.fresh[coarse] = False
         self.phi_cache[coarse] = None
 
+    def inject(self, lvl: int) -> None:
+        """Set level ``lvl``'s C-points to the values of level ``lvl + 1`` (scattering from rank 0 if needed)."""
+        coarse, cf = lvl + 1, self.hier[lvl].cfactor
+        cpts = self.c_points(lvl)
+        rows = cpts - self.layout[lvl].base
+        cpart = self.layout[coarse]
+        if cpart.distributed or not self.layout[lvl].distributed:
+            self.U[lvl][rows] = self.U[coarse][cpts // cf - cpart.base]
+        else:
+            local = np.empty((cpts.size, self.u0.size), dtype=self.u0.dtype)
+            self.comm.scatter_rows(
+                self.U[coarse] if self.comm.rank == 0 else None, local, self.layout[lvl].multiples(cf)
+            )
+            self.U[lvl][rows] = local
+        self.fresh[lvl] = False
+        self.phi_cache[lvl] = None
+
     def correct(self, lvl: int) -> None:
         """FAS correction: with injection it sets the C-points to the coarse values; then F-relax."""
-        self.U[lvl][self.hier[lvl].c_points] = self.U[lvl + 1]
-        self.fresh[lvl] = False
+        self.inject(lvl)
         self.f_relax(lvl)
         self.check_finite(lvl)
 
     def coarsest_solve(self, lvl: int) -> None:
         U = self.U[lvl]
         for j in range(1, U.shape[0]):
-            row = np.array([j - 1], dtype=np.int64)
-            U[j] = self._add_g(lvl, row + 1, self.prop(lvl, row))[0]
+            js = np.array([j - 1], dtype=np.int64)
+            U[j] = self._add_g(lvl, js + 1, self.prop(lvl, js))[0]
         self.fresh[lvl] = True
         self.phi_cache[lvl] = None
         self.check_finite(lvl)
@@ -120,59 +180,136 @@ class _Solver:
             return
         self.relax(lvl)
         self.restrict(lvl)
-        self.cycle(lvl + 1, kind)
+        self.coarse_cycle(lvl + 1, kind)
         if kind == "F" and not self.hier[lvl + 1].is_coarsest:
-            self.cycle(lvl + 1, "V")
+            self.coarse_cycle(lvl + 1, "V")
         self.correct(lvl)
+
+    def coarse_cycle(self, lvl: int, kind: str) -> None:
+        """A cycle from level ``lvl``: on every rank if distributed, else on rank 0 alone."""
+        if self.layout[lvl].distributed:
+            self.cycle(lvl, kind)
+        else:
+            self.on_root(lambda: self.cycle(lvl, kind))
+
+    def on_root(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on rank 0 alone; a divergence there is raised on every rank."""
+        if self.comm.size == 1 or self.alone:
+            work()  # one process, or already inside rank 0's solo part: nobody else is listening
+            return
+        err: DivergenceError | None = None
+        if self.comm.rank == 0:
+            self.alone = True
+            try:
+                work()
+            except DivergenceError as e:
+                err = e
+            finally:
+                self.alone = False
+        info = self.comm.bcast(_error_info(err), root=0)
+        if info is not None:
+            raise DivergenceError(
+                info["message"],
+                iteration=info["iteration"],
+                level=info["level"],
+                step=info["step"],
+                residuals=info["residuals"],
+            )
 
     def nested_iteration(self) -> None:
         """Initial guess from the coarse grids: solve the coarsest, then inject and cycle upwards."""
-        last = len(self.hier) - 1
-        self.coarsest_solve(last)
-        for lvl in range(last - 1, -1, -1):
-            self.U[lvl][self.hier[lvl].c_points] = self.U[lvl + 1]
-            self.fresh[lvl] = False
-            self.phi_cache[lvl] = None
+        last, q = len(self.hier) - 1, self.layout.q
+
+        def on_rank0() -> None:
+            self.coarsest_solve(last)
+            for lvl in range(last - 1, q - 1, -1):
+                self.inject(lvl)
+                if lvl > 0:
+                    self.cycle(lvl, "V")
+
+        self.on_root(on_rank0)
+        for lvl in range(min(q, last) - 1, -1, -1):
+            self.inject(lvl)
             if lvl > 0:
-                self.cycle(lvl, "V")
+                self.coarse_cycle(lvl, "V")
 
     # -- residual and checks -----------------------------------------------------------------
     def residual_norm(self) -> float:
         """Norm over the fine C-points of ``U[c] - Phi(U[c-1])``, F-points freshly relaxed (as XBraid)."""
-        if not self.fresh[0]:
-            self.f_relax(0)
-        rows = self.hier[0].c_points[1:]
-        if rows.size == 0:
-            return 0.0
-        r = np.abs(self.U[0][rows] - self.phi_at_c(0))
-        peak = float(np.max(r))
-        if self.opt.norm == "inf" or peak == 0.0 or not math.isfinite(peak):
+        r = np.zeros((0,))
+        if self.layout.active(0):
+            if not self.fresh[0]:
+                self.f_relax(0)
+            js = self.c_points(0, skip_zero=True)
+            r = np.abs(self.U[0][js - self.layout[0].base] - self.phi_at_c(0))
+        local_peak = float(np.max(r)) if r.size else 0.0
+        if not math.isfinite(local_peak):
+            self.raise_collective(self.locate_bad(0) or self.divergence(0, 0, "the residual is not finite"))
+        self.raise_collective(None)
+        peak = self.comm.allreduce_max(local_peak)
+        if self.opt.norm == "inf" or peak == 0.0:
             return peak
-        return peak * float(np.sqrt(np.sum((r / peak) ** 2)))  # scaled: no overflow before inf
+        local = float(np.sum((r / peak) ** 2)) if r.size else 0.0
+        return peak * math.sqrt(self.comm.allreduce_sum(local))  # scaled: no overflow before inf
 
-    def check_finite(self, lvl: int) -> None:
-        """Stop at the first state of level ``lvl`` that is non-finite or past the growth bound."""
-        peak = np.abs(self.U[lvl]).max(axis=1)
+    def locate_bad(self, lvl: int) -> DivergenceError | None:
+        """The first of this rank's states on ``lvl`` that is non-finite or past the growth bound."""
+        part = self.layout[lvl]
+        U = self.U[lvl][part.lo - part.base :] if part.n_rows else self.U[lvl]
+        if U.shape[0] == 0:
+            return None
+        peak = np.abs(U).max(axis=1)
         bad = ~(peak <= self.state_bound)  # NaN compares False, so it counts as bad
         if not bad.any():
-            return
-        j = int(np.argmax(bad))
-        lev = self.hier[lvl]
-        k = j * lev.spacing
-        where = "the fine level" if lvl == 0 else f"level {lvl} (one step = {lev.spacing} fine steps)"
+            return None
+        i = int(np.argmax(bad))
         what = (
             "became non-finite (NaN or inf)"
-            if not np.isfinite(peak[j])
-            else f"grew to |u| = {peak[j]:.3e}, past divergence_factor = {self.opt.divergence_factor:g} times "
+            if not np.isfinite(peak[i])
+            else f"grew to |u| = {peak[i]:.3e}, past divergence_factor = {self.opt.divergence_factor:g} times "
             "the size of the initial state"
         )
-        raise DivergenceError(
-            f"MGRIT diverged in iteration {self.iteration}: the state on {where} {what} at fine step {k}. "
+        return self.divergence(lvl, part.lo + i, f"the state {what}")
+
+    def divergence(self, lvl: int, j: int, what: str, residuals: list[float] | None = None) -> DivergenceError:
+        lev = self.hier[lvl]
+        where = "the fine level" if lvl == 0 else f"level {lvl} (one step = {lev.spacing} fine steps)"
+        k = j * lev.spacing
+        rank = f" (rank {self.comm.rank})" if self.comm.size > 1 else ""
+        return DivergenceError(
+            f"MGRIT diverged in iteration {self.iteration}: on {where}{rank}, {what} at fine step {k}. "
             f"Suggestion: {self.hint()}.",
             iteration=self.iteration,
             level=lvl,
             step=k,
+            residuals=residuals,
         )
+
+    def raise_collective(self, err: DivergenceError | None) -> None:
+        """Raise ``err`` on every rank (the lowest rank's, if several have one); collective."""
+        if self.comm.size == 1:
+            if err is not None:
+                raise err
+            return
+        first = self.comm.first_flagged(err is not None)
+        if first == self.comm.size:
+            return
+        info = self.comm.bcast(_error_info(err), root=first)
+        raise DivergenceError(
+            info["message"],
+            iteration=info["iteration"],
+            level=info["level"],
+            step=info["step"],
+            residuals=info["residuals"],
+        )
+
+    def check_finite(self, lvl: int) -> None:
+        """Stop at the first state of level ``lvl`` that is non-finite or past the growth bound."""
+        err = self.locate_bad(lvl)
+        if self.layout[lvl].distributed:
+            self.raise_collective(err)
+        elif err is not None:
+            raise err  # rank 0 alone: on_root passes it on to every rank
 
     def hint(self) -> str:
         return getattr(self.problem, "divergence_hint", None) or (
@@ -180,33 +317,53 @@ class _Solver:
             "cfactor, or a more stable coarse propagator"
         )
 
-    def diverged(self, what: str, residuals: list[float]) -> None:
-        """Raise a DivergenceError naming the level and fine step of the largest state."""
-        peaks = [np.abs(U).max(axis=1) for U in self.U]
-        lvl = int(np.argmax([p.max() for p in peaks]))
-        j = int(np.argmax(peaks[lvl]))
-        lev = self.hier[lvl]
-        where = "the fine level" if lvl == 0 else f"level {lvl} (one step = {lev.spacing} fine steps)"
-        raise DivergenceError(
-            f"MGRIT diverged in iteration {self.iteration}: {what}. The largest state, |u| = "
-            f"{peaks[lvl][j]:.3e}, is on {where} at fine step {j * lev.spacing}. Suggestion: {self.hint()}.",
-            iteration=self.iteration,
-            level=lvl,
-            step=j * lev.spacing,
-            residuals=residuals,
-        )
+    def residual_blowup(self, r: float, residuals: list[float]) -> None:
+        """Raise, naming the level and fine step of the largest state, when the residual grew past its bound."""
+        best = (-1.0, 0, 0)
+        for lvl in range(len(self.hier)):
+            part = self.layout[lvl]
+            U = self.U[lvl][part.lo - part.base :] if part.n_rows else self.U[lvl]
+            if U.shape[0]:
+                peaks = np.abs(U).max(axis=1)
+                i = int(np.argmax(peaks))
+                if peaks[i] > best[0]:
+                    best = (float(peaks[i]), lvl, part.lo + i)
+        top = self.comm.allreduce_max(best[0])
+        mine = best[0] == top
+        first = self.comm.first_flagged(mine)
+        err = None
+        if self.comm.rank == first:
+            err = self.divergence(
+                best[1],
+                best[2],
+                f"the residual {r:.3e} grew past {self.opt.divergence_factor:g} times the first one "
+                f"({residuals[0]:.3e}); the largest state, |u| = {best[0]:.3e}, is",
+                residuals,
+            )
+        self.raise_collective(err)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- driver ------------------------------------------------------------------------------
     def initial_guess(self) -> None:
-        U = self.U[0]
         if self.opt.nested and len(self.hier) > 1:
             self.nested_iteration()
-        elif self.opt.guess == "initial":
-            U[1:] = U[0]
-        else:
-            U[1:] = 0.0
+            return
+        part = self.layout[0]
+        U = self.U[0]
+        start = 1 if part.base == 0 else 0
+        U[start:] = self.u0 if self.opt.guess == "initial" else 0.0
 
-    def run(self, callback: Callable[[int, float], None] | None) -> Result:
+    def local_states(self) -> np.ndarray:
+        part = self.layout[0]
+        return self.U[0][part.lo - part.base :] if part.n_rows else self.U[0][:0]
+
+    def final_state(self) -> np.ndarray:
+        part = self.layout[0]
+        owner = max(r for r, (lo, hi) in enumerate(part.ranges) if hi >= lo and hi == self.hier[0].n_steps)
+        value = self.U[0][-1].copy() if self.comm.rank == owner else None
+        return value if self.comm.size == 1 else self.comm.bcast(value, root=owner)
+
+    def run(self, callback: Callable[[int, float], None] | None, gather: bool) -> Result:
         t0 = time.perf_counter()
         residuals: list[float] = []
         converged = False
@@ -214,28 +371,22 @@ class _Solver:
             self.initial_guess()
             for it in range(1, self.opt.max_iter + 1):
                 self.iteration = it
-                if len(self.hier) == 1:
-                    self.coarsest_solve(0)
-                else:
-                    self.cycle(0, self.opt.cycle)
+                self.coarse_cycle(0, self.opt.cycle)
                 r = self.residual_norm()
-                if not math.isfinite(r):
-                    self.check_finite(0)
-                    self.diverged(f"the residual is {r}", residuals)
                 residuals.append(r)
-                if callback is not None:
+                if callback is not None and self.comm.rank == 0:
                     callback(it, r)
                 if r < self.opt.tol or (self.opt.rtol is not None and r < self.opt.rtol * residuals[0]):
                     converged = True
                     break
                 if r > self.opt.divergence_factor * max(residuals[0], np.finfo(float).tiny):
-                    self.diverged(
-                        f"the residual {r:.3e} grew past {self.opt.divergence_factor:g} times the "
-                        f"first one ({residuals[0]:.3e})",
-                        residuals,
-                    )
+                    self.residual_blowup(r, residuals)
+        states, first = self.local_states(), self.layout[0].lo
+        if gather and self.comm.size > 1:
+            full = self.comm.gather_rows(states, self.layout[0].counts)
+            states, first = (full, 0) if self.comm.rank == 0 else (states, first)
         return Result(
-            states=self.U[0],
+            states=states,
             residuals=residuals,
             iterations=len(residuals),
             converged=converged,
@@ -243,7 +394,27 @@ class _Solver:
             options=self.opt,
             hierarchy=self.hier.to_dict(),
             step_counts=list(self.step_counts),
+            first_index=first,
+            final=self.final_state(),
+            ranks=self.comm.size,
+            rank=self.comm.rank,
         )
+
+
+def _owned(part: Any, skip_zero: bool) -> np.ndarray:
+    return np.arange(max(part.lo, 1 if skip_zero else 0), part.hi + 1, dtype=np.int64)
+
+
+def _error_info(err: DivergenceError | None) -> dict[str, Any] | None:
+    if err is None:
+        return None
+    return {
+        "message": str(err),
+        "iteration": err.iteration,
+        "level": err.level,
+        "step": err.step,
+        "residuals": err.residuals,
+    }
 
 
 def _initial_state(problem: Problem) -> np.ndarray:
@@ -277,13 +448,20 @@ def solve(
     divergence_factor: float = 1e8,
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
+    comm: Any = None,
+    gather: bool = False,
 ) -> Result:
     """Solve the evolution ``problem`` with nonlinear MGRIT; see :class:`SolverOptions` for the settings.
 
     ``options``, when given, replaces the keyword settings.  ``callback(iteration, residual)`` is
-    called after every iteration (for progress).  Raises :class:`~pintrain.errors.OptionError` for a
-    bad setting before any work, :class:`~pintrain.errors.DivergenceError` when states turn
-    non-finite or the residual blows up.
+    called after every iteration on rank 0 (for progress).  ``comm``: an mpi4py communicator to
+    distribute the time points over (default: COMM_WORLD under mpiexec, else one process;
+    ``"serial"`` forces one process).  On several ranks each rank's ``Result.states`` holds its
+    own block of fine points (from ``Result.first_index``); ``gather=True`` collects all of them
+    on rank 0.  ``final_state`` is on every rank.
+
+    Raises :class:`~pintrain.errors.OptionError` for a bad setting before any work,
+    :class:`~pintrain.errors.DivergenceError` (on every rank) when states turn non-finite or blow up.
     """
     if options is None:
         options = SolverOptions(
@@ -300,7 +478,26 @@ def solve(
             guess=guess,
             divergence_factor=divergence_factor,
         )
-    return _Solver(problem, options).run(callback)
+    solver = _Solver(problem, options, comm)
+    if solver.comm.size == 1:
+        return solver.run(callback, gather)
+    try:
+        return solver.run(callback, gather)
+    except (DivergenceError, OptionError):
+        raise  # raised identically on every rank: no rank is left waiting
+    except BaseException as err:  # anything else on one rank would leave the others waiting forever
+        import sys
+        import traceback
+
+        print(
+            f"pintrain: rank {solver.comm.rank} of {solver.comm.size} failed: {type(err).__name__}: {err}",
+            file=sys.stderr,
+            flush=True,
+        )
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        solver.comm.abort(1)
+        raise
 
 
 def describe(n_steps: int, options: SolverOptions) -> str:
@@ -308,4 +505,4 @@ def describe(n_steps: int, options: SolverOptions) -> str:
     return Hierarchy(n_steps, options).table(options.nu, options.cycle)
 
 
-__all__ = ["solve", "describe", "Level"]
+__all__ = ["solve", "describe"]

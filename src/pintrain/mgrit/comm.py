@@ -1,0 +1,140 @@
+"""Communication for the solver: a do-nothing single-process communicator and an MPI one (mpi4py).
+
+The solver asks for very little: send my last state to the right neighbour and receive the left
+one's (one vector per boundary, straight from and into the state arrays, no pickling), sum and
+max reductions of one float, and gathering / scattering the rows of the levels that are solved on
+rank 0.  mpi4py is imported only when a communicator is used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+_MPI_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
+
+
+class SerialComm:
+    """One process: every operation is the identity."""
+
+    rank = 0
+    size = 1
+    is_mpi = False
+
+    def shift_right(self, send: np.ndarray | None, recv: np.ndarray | None) -> None:
+        return None
+
+    def allreduce_sum(self, x: float) -> float:
+        return x
+
+    def allreduce_max(self, x: float) -> float:
+        return x
+
+    def first_flagged(self, flagged: bool) -> int:
+        """Lowest rank that passed ``flagged=True``, or ``size`` if none."""
+        return 0 if flagged else 1
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def gather_rows(self, local: np.ndarray, counts: list[int]) -> np.ndarray | None:
+        return local
+
+    def scatter_rows(self, full: np.ndarray | None, local: np.ndarray, counts: list[int]) -> None:
+        assert full is not None
+        local[...] = full
+
+    def abort(self, code: int) -> None:
+        raise SystemExit(code)
+
+
+class MPIComm:
+    """An mpi4py communicator behind the same small interface."""
+
+    is_mpi = True
+
+    def __init__(self, comm: Any) -> None:
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.left = self.rank - 1 if self.rank > 0 else MPI.PROC_NULL
+        self.right = self.rank + 1 if self.rank < self.size - 1 else MPI.PROC_NULL
+        self._empty = np.empty(0)
+
+    def shift_right(self, send: np.ndarray | None, recv: np.ndarray | None) -> None:
+        """Send ``send`` to rank + 1 and receive rank - 1's into ``recv`` (None at the ends)."""
+        sbuf = send if send is not None else self._empty
+        rbuf = recv if recv is not None else self._empty
+        self.comm.Sendrecv(
+            sendbuf=sbuf,
+            dest=self.right if send is not None else self.MPI.PROC_NULL,
+            recvbuf=rbuf,
+            source=self.left if recv is not None else self.MPI.PROC_NULL,
+        )
+
+    def allreduce_sum(self, x: float) -> float:
+        buf = np.array([x], dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return float(buf[0])
+
+    def allreduce_max(self, x: float) -> float:
+        buf = np.array([x], dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX)
+        return float(buf[0])
+
+    def first_flagged(self, flagged: bool) -> int:
+        buf = np.array([self.rank if flagged else self.size], dtype=np.int64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MIN)
+        return int(buf[0])
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self.comm.bcast(obj, root=root)  # rare, small control messages only
+
+    def gather_rows(self, local: np.ndarray, counts: list[int]) -> np.ndarray | None:
+        d = local.shape[1]
+        full = np.empty((sum(counts), d), dtype=local.dtype) if self.rank == 0 else None
+        sizes = [c * d for c in counts]
+        recv = [full, (sizes, None)] if self.rank == 0 else None
+        self.comm.Gatherv(np.ascontiguousarray(local), recv, root=0)
+        return full
+
+    def scatter_rows(self, full: np.ndarray | None, local: np.ndarray, counts: list[int]) -> None:
+        d = local.shape[1]
+        sizes = [c * d for c in counts]
+        send = [full, (sizes, None)] if self.rank == 0 else None
+        buf = local if local.flags.c_contiguous else np.empty_like(local)
+        self.comm.Scatterv(send, buf, root=0)
+        if buf is not local:
+            local[...] = buf
+
+    def abort(self, code: int) -> None:
+        self.comm.Abort(code)
+
+
+def under_mpiexec() -> bool:
+    """True when this process was started by an MPI launcher (without importing MPI)."""
+    return any(name in os.environ for name in _MPI_ENV)
+
+
+def resolve(comm: Any = None) -> SerialComm | MPIComm:
+    """The communicator to use: ``comm`` if given (an mpi4py communicator, or "serial"), else
+    COMM_WORLD when running under mpiexec with more than one rank, else the single-process one."""
+    if comm is None:
+        if not under_mpiexec():
+            return SerialComm()
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            return SerialComm()
+        comm = MPI.COMM_WORLD
+    if isinstance(comm, SerialComm | MPIComm):
+        return comm
+    if comm == "serial":
+        return SerialComm()
+    wrapped = MPIComm(comm)
+    return wrapped if wrapped.size > 1 else SerialComm()

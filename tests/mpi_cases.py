@@ -1,0 +1,23 @@
+"""Problems and options run both in one process and under mpiexec (tests/test_mpi.py)."""
+
+from pintrain.problems import Dahlquist, Heat1D
+from pintrain.training import model_problem
+
+CASES = {
+    "dahlquist-uneven": (lambda: Dahlquist(517, lam=-1.0, t_stop=5.0), {"levels": 3, "cfactor": 4}),
+    "heat-cflist-F-Fcycle": (
+        lambda: Heat1D(300, nx=15, forcing=Heat1D.manufactured),
+        {"levels": 4, "cfactor": [2, 4], "relax": "F", "cycle": "F", "tol": 1e-10},
+    ),
+    "heat-nested": (lambda: Heat1D(256, nx=15), {"levels": 3, "cfactor": 2, "nested": True, "tol": 1e-10}),
+    "dahlquist-few-coarse-points": (lambda: Dahlquist(40, lam=-2.0), {"levels": 3, "cfactor": 4, "tol": 1e-12}),
+    "dahlquist-tiny": (lambda: Dahlquist(6, lam=-2.0), {"levels": 2, "cfactor": 4, "tol": 1e-12}),
+    "dahlquist-one-level": (lambda: Dahlquist(9), {"levels": 1, "cfactor": 2}),
+    "xor-gn": (lambda: model_problem("xor", steps=600, coarse="gauss-newton"), {"levels": 3, "cfactor": 4}),
+    "sine-gn-Fcycle": (
+        lambda: model_problem("sine", steps=700, coarse="gauss-newton"),
+        {"levels": 3, "cfactor": 4, "cycle": "F"},
+    ),
+    "sine-paper-2level": (lambda: model_problem("sine", steps=512, coarse="paper"), {"levels": 2, "cfactor": 4}),
+    "sine-paper-diverges": (lambda: model_problem("sine", steps=4096, coarse="paper"), {"levels": 4, "cfactor": 4}),
+}

@@ -1,0 +1,66 @@
+"""Run under mpiexec: solve every case of mpi_cases.CASES on COMM_WORLD; rank 0 writes the results.
+
+mpiexec -n P python tests/mpi_driver.py OUT.json         # all cases
+mpiexec -n P python tests/mpi_driver.py --fail-rank R     # rank R raises inside a step
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mpi_cases import CASES  # noqa: E402
+
+from pintrain import DivergenceError  # noqa: E402
+from pintrain.mgrit import solve  # noqa: E402
+from pintrain.problems import Dahlquist  # noqa: E402
+
+
+class FailsOnRank(Dahlquist):
+    def __init__(self, rank):
+        super().__init__(256)
+        self.fail_rank = rank
+
+    def step_many(self, U, ks, m):
+        if MPI.COMM_WORLD.Get_rank() == self.fail_rank and m == 1 and ks.size > 2:
+            raise RuntimeError("a step failed on purpose")
+        return super().step_many(U, ks, m)
+
+
+def main():
+    import faulthandler
+
+    faulthandler.dump_traceback_later(20, exit=True)
+    comm = MPI.COMM_WORLD
+    if sys.argv[1] == "--fail-rank":
+        solve(FailsOnRank(int(sys.argv[2])), levels=3, cfactor=4)
+        return
+    out = {}
+    for name, (make, opts) in CASES.items():
+        try:
+            res = solve(make(), comm=comm, gather=True, **opts)
+        except DivergenceError as err:
+            msgs = comm.gather(str(err), root=0)
+            out[name] = {"error": msgs, "level": err.level, "step": err.step}
+            continue
+        final = comm.gather(res.final_state.tolist(), root=0)
+        if comm.rank == 0:
+            out[name] = {
+                "residuals": res.residuals,
+                "iterations": res.iterations,
+                "converged": res.converged,
+                "states": np.asarray(res.states).tolist(),
+                "first_index": res.first_index,
+                "final_on_every_rank": final,
+                "ranks": res.ranks,
+            }
+    if comm.rank == 0:
+        Path(sys.argv[1]).write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
