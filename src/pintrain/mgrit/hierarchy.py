@@ -66,6 +66,23 @@ class Hierarchy:
     def __getitem__(self, i: int) -> Level:
         return self.levels[i]
 
+    def level_costs(self, nu: int) -> list[dict[str, float]]:
+        """Per level, one visit: propagator applications in all (``work``) and the sequential chain
+        with one processor per C-interval (``path``); the coarsest level is one sequential sweep."""
+        out = []
+        for lev in self.levels:
+            if lev.is_coarsest:
+                out.append({"work": float(lev.n_steps), "path": float(lev.n_steps)})
+                continue
+            # relaxation F (C F)^nu; restriction: one fine + one coarse step per C-point; correction: F
+            out.append(
+                {
+                    "work": float(lev.n_steps * (nu + 2)),
+                    "path": float((lev.cfactor - 1) * (nu + 2) + nu + 2),
+                }
+            )
+        return out
+
     def iteration_cost(self, nu: int, cycle: str = "V") -> dict[str, float]:
         """Cost model of one iteration, in propagator applications.
 
@@ -73,23 +90,10 @@ class Hierarchy:
         sequential applications with one processor per C-interval (what unlimited parallelism
         leaves); both count a coarse step as one application (its real cost is problem specific).
         """
-        work = 0.0
-        path = 0.0
-
-        def level_cost(lvl: int) -> tuple[float, float]:
-            lev = self.levels[lvl]
-            if lev.is_coarsest:
-                return float(lev.n_steps), float(lev.n_steps)
-            n_c = lev.n_steps // lev.cfactor
-            n_f = lev.n_steps - n_c
-            # relaxation: F (C F)^nu; restriction: one fine + one coarse step per C-point;
-            # correction: F-relaxation.
-            w = n_f * (nu + 2) + n_c * (nu + 2)
-            p = (lev.cfactor - 1) * (nu + 2) + nu + 2
-            return float(w), float(p)
+        costs = self.level_costs(nu)
 
         def cyc(lvl: int, kind: str) -> tuple[float, float]:
-            w, p = level_cost(lvl)
+            w, p = costs[lvl]["work"], costs[lvl]["path"]
             if self.levels[lvl].is_coarsest:
                 return w, p
             cw, cp = cyc(lvl + 1, kind)
