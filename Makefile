@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint vs-pymgrit reproduce clean
+.PHONY: demo test lint vs-pymgrit scaling reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ reproduce: $(VENV)/.installed
 # Cross-check against PyMGRIT 1.0.6 (makes .venv-pymgrit/ with numpy<2) and rewrite the record.
 vs-pymgrit: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/vs_pymgrit.py
+
+# Serial training against MGRIT on 1 and 2 MPI ranks, and the cost model's predicted speedup.
+scaling: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) .venv-pymgrit .pytest_cache .ruff_cache src/*.egg-info

@@ -103,7 +103,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ref = serial_solve(problem)
     serial_s = time.perf_counter() - t0
-    res = solve(problem, options=opts, callback=print_iteration(quiet))
+    res = solve(problem, options=opts, callback=print_iteration(quiet), gather=True)
+    if res.rank != 0:  # under mpiexec: rank 0 holds the gathered states and reports
+        return EXIT_OK if res.converged else EXIT_NOT_CONVERGED
     diff = float(np.abs(res.states - ref).max())
     status = "converged" if res.converged else "NOT converged"
     print(
@@ -200,6 +202,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"running: {title}", file=sys.stderr, flush=True)
 
     record = reproduce(quick=args.quick, progress=progress)
+    if _mpi_rank() != 0:  # under mpiexec only rank 0 writes files
+        return EXIT_OK
     print(to_markdown(record))
     md, js = write(record, args.out)
     print(f"wrote {md} and {js}")

@@ -208,13 +208,7 @@ class _Solver:
                 self.alone = False
         info = self.comm.bcast(_error_info(err), root=0)
         if info is not None:
-            raise DivergenceError(
-                info["message"],
-                iteration=info["iteration"],
-                level=info["level"],
-                step=info["step"],
-                residuals=info["residuals"],
-            )
+            raise _error_from_info(info)
 
     def nested_iteration(self) -> None:
         """Initial guess from the coarse grids: solve the coarsest, then inject and cycle upwards."""
@@ -295,13 +289,7 @@ class _Solver:
         if first == self.comm.size:
             return
         info = self.comm.bcast(_error_info(err), root=first)
-        raise DivergenceError(
-            info["message"],
-            iteration=info["iteration"],
-            level=info["level"],
-            step=info["step"],
-            residuals=info["residuals"],
-        )
+        raise _error_from_info(info)
 
     def check_finite(self, lvl: int) -> None:
         """Stop at the first state of level ``lvl`` that is non-finite or past the growth bound."""
@@ -415,6 +403,16 @@ def _error_info(err: DivergenceError | None) -> dict[str, Any] | None:
         "step": err.step,
         "residuals": err.residuals,
     }
+
+
+def _error_from_info(info: dict[str, Any]) -> DivergenceError:
+    return DivergenceError(
+        info["message"],
+        iteration=info["iteration"],
+        level=info["level"],
+        step=info["step"],
+        residuals=info["residuals"],
+    )
 
 
 def _initial_state(problem: Problem) -> np.ndarray:
