@@ -134,3 +134,18 @@ def test_everything_works_without_mpi4py(tmp_path):
             [sys.executable, "-c", code], capture_output=True, text=True, env={**ENV, **extra}, timeout=60
         )
         assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+
+
+def test_cli_solve_under_mpiexec_matches_serial_once():
+    pintrain = Path(sys.executable).with_name("pintrain")
+    proc = subprocess.run(
+        [MPIEXEC, "-n", "3", str(pintrain), "solve", "--steps", "1000", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("converged")]
+    assert len(lines) == 1
+    assert float(lines[0].rsplit("=", 1)[1]) < 1e-8
