@@ -165,10 +165,15 @@ class _Solver:
         self.check_finite(lvl)
 
     def coarsest_solve(self, lvl: int) -> None:
-        U = self.U[lvl]
+        """Sequential time stepping on the coarsest level (rank 0 holds it whole): ``problem.step``
+        on row views, without the batching machinery, since nothing here is independent."""
+        U, G = self.U[lvl], self.G[lvl]
+        spacing = self.hier[lvl].spacing
+        step = self.problem.step
         for j in range(1, U.shape[0]):
-            js = np.array([j - 1], dtype=np.int64)
-            U[j] = self._add_g(lvl, js + 1, self.prop(lvl, js))[0]
+            value = step(U[j - 1], (j - 1) * spacing, spacing)
+            U[j] = value if G is None else value + G[j]
+        self.step_counts[lvl] += U.shape[0] - 1
         self.fresh[lvl] = True
         self.phi_cache[lvl] = None
         self.check_finite(lvl)
