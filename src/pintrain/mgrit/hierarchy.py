@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .options import SolverOptions
 
 
@@ -25,15 +23,6 @@ class Level:
     @property
     def n_points(self) -> int:
         return self.n_steps + 1
-
-    @property
-    def fine_indices(self) -> np.ndarray:
-        return np.arange(self.n_points, dtype=np.int64) * self.spacing
-
-    @property
-    def c_points(self) -> np.ndarray:
-        """Level indices of the C-points (multiples of ``cfactor``), 0 included; all points if coarsest."""
-        return np.arange(0, self.n_points, max(self.cfactor, 1), dtype=np.int64)
 
     @property
     def is_coarsest(self) -> bool:

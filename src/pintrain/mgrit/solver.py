@@ -62,6 +62,15 @@ class _Solver:
         first = -(-first // cf) * cf
         return np.arange(first, part.hi + 1, cf, dtype=np.int64)
 
+    def owned(self, lvl: int) -> np.ndarray:
+        """This rank's rows of level ``lvl``, without the ghost row."""
+        part = self.layout[lvl]
+        return self.U[lvl][part.lo - part.base :] if part.n_rows else self.U[lvl][:0]
+
+    def gathers_to_root(self, lvl: int) -> bool:
+        """Whether level ``lvl`` is distributed and level ``lvl + 1`` lives on rank 0 alone."""
+        return self.layout[lvl].distributed and not self.layout[lvl + 1].distributed
+
     # -- propagation -------------------------------------------------------------------------
     def prop(self, lvl: int, js: np.ndarray) -> np.ndarray:
         """Propagate level ``lvl``'s points ``js`` (global) one step of that level (one batched call)."""
@@ -122,7 +131,7 @@ class _Solver:
         values = self.U[lvl][cpts - self.layout[lvl].base]
         fine_part = self._add_g(lvl, cpts[cpts > 0], self.phi_at_c(lvl))
         cpart = self.layout[coarse]
-        if cpart.distributed or not self.layout[lvl].distributed:
+        if not self.gathers_to_root(lvl):
             Uc = self.U[coarse]
             Uc[cpts // cf - cpart.base] = values
             self.exchange_ghost(coarse)
@@ -147,7 +156,7 @@ class _Solver:
         cpts = self.c_points(lvl)
         rows = cpts - self.layout[lvl].base
         cpart = self.layout[coarse]
-        if cpart.distributed or not self.layout[lvl].distributed:
+        if not self.gathers_to_root(lvl):
             self.U[lvl][rows] = self.U[coarse][cpts // cf - cpart.base]
         else:
             local = np.empty((cpts.size, self.u0.size), dtype=self.u0.dtype)
@@ -242,9 +251,10 @@ class _Solver:
             js = self.c_points(0, skip_zero=True)
             r = np.abs(self.U[0][js - self.layout[0].base] - self.phi_at_c(0))
         local_peak = float(np.max(r)) if r.size else 0.0
+        bad = None
         if not math.isfinite(local_peak):
-            self.raise_collective(self.locate_bad(0) or self.divergence(0, 0, "the residual is not finite"))
-        self.raise_collective(None)
+            bad = self.locate_bad(0) or self.divergence(0, 0, "the residual is not finite")
+        self.raise_collective(bad)
         peak = self.comm.allreduce_max(local_peak)
         if self.opt.norm == "inf" or peak == 0.0:
             return peak
@@ -254,7 +264,7 @@ class _Solver:
     def locate_bad(self, lvl: int) -> DivergenceError | None:
         """The first of this rank's states on ``lvl`` that is non-finite or past the growth bound."""
         part = self.layout[lvl]
-        U = self.U[lvl][part.lo - part.base :] if part.n_rows else self.U[lvl]
+        U = self.owned(lvl)
         if U.shape[0] == 0:
             return None
         peak = np.abs(U).max(axis=1)
@@ -315,7 +325,7 @@ class _Solver:
         best = (-1.0, 0, 0)
         for lvl in range(len(self.hier)):
             part = self.layout[lvl]
-            U = self.U[lvl][part.lo - part.base :] if part.n_rows else self.U[lvl]
+            U = self.owned(lvl)
             if U.shape[0]:
                 peaks = np.abs(U).max(axis=1)
                 i = int(np.argmax(peaks))
@@ -346,10 +356,6 @@ class _Solver:
         start = 1 if part.base == 0 else 0
         U[start:] = self.u0 if self.opt.guess == "initial" else 0.0
 
-    def local_states(self) -> np.ndarray:
-        part = self.layout[0]
-        return self.U[0][part.lo - part.base :] if part.n_rows else self.U[0][:0]
-
     def final_state(self) -> np.ndarray:
         part = self.layout[0]
         owner = max(r for r, (lo, hi) in enumerate(part.ranges) if hi >= lo and hi == self.hier[0].n_steps)
@@ -374,7 +380,7 @@ class _Solver:
                     break
                 if r > self.opt.divergence_factor * max(residuals[0], np.finfo(float).tiny):
                     self.residual_blowup(r, residuals)
-        states, first = self.local_states(), self.layout[0].lo
+        states, first = self.owned(0), self.layout[0].lo
         if gather and self.comm.size > 1:
             full = self.comm.gather_rows(states, self.layout[0].counts)
             states, first = (full, 0) if self.comm.rank == 0 else (states, first)
