@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 
 class PintrainError(Exception):
     """Base class of every error pintrain raises on purpose."""
@@ -15,6 +19,18 @@ class OptionError(PintrainError, ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{field}={value!r} is not allowed: {field} must be {allowed}")
+
+
+def check_int(name: str, value: object, minimum: int, note: str = "") -> None:
+    """Raise :class:`OptionError` unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise OptionError(name, value, f"an int >= {minimum}{note}")
+
+
+def check_positive(name: str, value: object) -> None:
+    """Raise :class:`OptionError` unless ``value`` is a finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise OptionError(name, value, "a finite float > 0")
 
 
 class DivergenceError(PintrainError, FloatingPointError):

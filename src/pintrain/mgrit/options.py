@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import OptionError, check_int, check_positive
 
 RELAX_PATTERN = re.compile(r"^F(?:CF)*$|^F\(CF\)\^(\d+)$")
 CYCLES = ("V", "F")
@@ -54,33 +53,33 @@ class SolverOptions:
     nu: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_int("levels", self.levels, 1)
+        check_int("levels", self.levels, 1)
         if isinstance(self.cfactor, list | tuple):
             if len(self.cfactor) == 0:
                 raise OptionError("cfactor", self.cfactor, "an int >= 2 or a non-empty list of ints >= 2")
             for c in self.cfactor:
-                _check_int("cfactor", c, 2)
+                check_int("cfactor", c, 2)
             object.__setattr__(self, "cfactor", tuple(int(c) for c in self.cfactor))
         else:
-            _check_int("cfactor", self.cfactor, 2)
+            check_int("cfactor", self.cfactor, 2)
         object.__setattr__(self, "nu", parse_relax(self.relax))
         object.__setattr__(self, "relax", self.relax.strip().upper())
         if self.cycle not in CYCLES:
             raise OptionError("cycle", self.cycle, f"one of {', '.join(map(repr, CYCLES))}")
-        _check_positive("tol", self.tol)
+        check_positive("tol", self.tol)
         if self.rtol is not None:
-            _check_positive("rtol", self.rtol)
+            check_positive("rtol", self.rtol)
             if self.rtol >= 1:
                 raise OptionError("rtol", self.rtol, "a float in (0, 1), or None")
-        _check_int("max_iter", self.max_iter, 1)
+        check_int("max_iter", self.max_iter, 1)
         if not isinstance(self.nested, bool):
             raise OptionError("nested", self.nested, "True or False")
         if self.norm not in NORMS:
             raise OptionError("norm", self.norm, f"one of {', '.join(map(repr, NORMS))}")
-        _check_int("min_coarse", self.min_coarse, 2)
+        check_int("min_coarse", self.min_coarse, 2)
         if self.guess not in GUESSES:
             raise OptionError("guess", self.guess, f"one of {', '.join(map(repr, GUESSES))}")
-        _check_positive("divergence_factor", self.divergence_factor)
+        check_positive("divergence_factor", self.divergence_factor)
         if self.divergence_factor <= 1:
             raise OptionError("divergence_factor", self.divergence_factor, "a float > 1")
 
@@ -96,21 +95,3 @@ class SolverOptions:
         if isinstance(d["cfactor"], tuple):
             d["cfactor"] = list(d["cfactor"])
         return d
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | _np_integer()):
-        raise OptionError(name, value, f"an int >= {minimum}")
-    if value < minimum:
-        raise OptionError(name, value, f"an int >= {minimum}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise OptionError(name, value, "a finite float > 0")
-
-
-def _np_integer() -> type:
-    import numpy as np
-
-    return np.integer

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DivergenceError, OptionError
+from ..errors import DivergenceError, OptionError, check_int
 from .comm import resolve
 from .hierarchy import Hierarchy
 from .layout import Layout
@@ -427,9 +427,7 @@ def _error_from_info(info: dict[str, Any]) -> DivergenceError:
 
 
 def _initial_state(problem: Problem) -> np.ndarray:
-    n = getattr(problem, "n_steps", None)
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise OptionError("problem.n_steps", n, "an int >= 1 (the number of fine time steps)")
+    check_int("problem.n_steps", getattr(problem, "n_steps", None), 1, " (the number of fine time steps)")
     u0 = np.asarray(problem.initial())
     if u0.ndim != 1 or u0.size == 0:
         raise OptionError("problem.initial()", f"array of shape {u0.shape}", "a non-empty 1-D array")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, check_int, check_positive
 
 
 class Dahlquist:
@@ -15,12 +15,10 @@ class Dahlquist:
     """
 
     def __init__(self, n_steps: int, lam: float = -1.0, t_stop: float = 5.0, u0: float = 1.0) -> None:
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-            raise OptionError("n_steps", n_steps, "an int >= 1")
+        check_int("n_steps", n_steps, 1)
         if not np.isfinite(lam):
             raise OptionError("lam", lam, "a finite real number")
-        if not (np.isfinite(t_stop) and t_stop > 0):
-            raise OptionError("t_stop", t_stop, "a finite float > 0")
+        check_positive("t_stop", t_stop)
         self.n_steps = int(n_steps)
         self.lam = float(lam)
         self.t_stop = float(t_stop)

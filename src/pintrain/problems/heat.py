@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import check_int, check_positive
 
 
 def _default_init(x: np.ndarray) -> np.ndarray:
@@ -32,14 +32,10 @@ class Heat1D:
         init: Callable[[np.ndarray], np.ndarray] = _default_init,
         forcing: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-            raise OptionError("n_steps", n_steps, "an int >= 1")
-        if isinstance(nx, bool) or not isinstance(nx, int | np.integer) or nx < 2:
-            raise OptionError("nx", nx, "an int >= 2 (interior grid points)")
-        if not (np.isfinite(a) and a > 0):
-            raise OptionError("a", a, "a finite float > 0")
-        if not (np.isfinite(t_stop) and t_stop > 0):
-            raise OptionError("t_stop", t_stop, "a finite float > 0")
+        check_int("n_steps", n_steps, 1)
+        check_int("nx", nx, 2, " (interior grid points)")
+        check_positive("a", a)
+        check_positive("t_stop", t_stop)
         self.n_steps = int(n_steps)
         self.nx = int(nx)
         self.a = float(a)

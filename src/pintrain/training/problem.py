@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, check_int, check_positive
 from .mlp import MLP
 from .propagators import COARSE_PROPAGATORS
 from .schedule import Schedule
@@ -33,10 +33,8 @@ class TrainingProblem:
         coarse_options: dict[str, Any] | None = None,
         name: str = "training",
     ) -> None:
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-            raise OptionError("steps", n_steps, "an int >= 1")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not np.isfinite(lr) or lr <= 0:
-            raise OptionError("lr", lr, "a finite float > 0")
+        check_int("steps", n_steps, 1)
+        check_positive("lr", lr)
         if coarse not in COARSE_PROPAGATORS:
             raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
         X = np.asarray(X, dtype=np.float64)

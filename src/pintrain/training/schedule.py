@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import check_int
 
 
 class Schedule:
@@ -21,14 +21,10 @@ class Schedule:
     """
 
     def __init__(self, n_samples: int, batch_size: int | None = None, seed: int = 0, shuffle: bool = True) -> None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
-            raise OptionError("n_samples", n_samples, "an int >= 1")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1
-        ):
-            raise OptionError("batch_size", batch_size, "an int >= 1, or None for full batch")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise OptionError("seed", seed, "an int >= 0")
+        check_int("n_samples", n_samples, 1)
+        if batch_size is not None:
+            check_int("batch_size", batch_size, 1, ", or None for full batch")
+        check_int("seed", seed, 0)
         self.n_samples = int(n_samples)
         self.full_batch = batch_size is None or batch_size >= n_samples
         self.batch_size = self.n_samples if self.full_batch else int(batch_size)
