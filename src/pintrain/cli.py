@@ -100,12 +100,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         )
         print(describe(args.steps, opts))
         print()
+    res = solve(problem, options=opts, callback=print_iteration(quiet), gather=True)
+    if res.rank != 0:  # under mpiexec: rank 0 holds the gathered states, runs the reference and reports
+        return EXIT_OK if res.converged else EXIT_NOT_CONVERGED
     t0 = time.perf_counter()
     ref = serial_solve(problem)
     serial_s = time.perf_counter() - t0
-    res = solve(problem, options=opts, callback=print_iteration(quiet), gather=True)
-    if res.rank != 0:  # under mpiexec: rank 0 holds the gathered states and reports
-        return EXIT_OK if res.converged else EXIT_NOT_CONVERGED
     diff = float(np.abs(res.states - ref).max())
     status = "converged" if res.converged else "NOT converged"
     print(
