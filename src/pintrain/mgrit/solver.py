@@ -85,14 +85,24 @@ class _Solver:
 
     # -- relaxation --------------------------------------------------------------------------
     def f_relax(self, lvl: int) -> None:
+        """Step every C-interval's F-points in turn: ``cfactor - 1`` batched calls on strided views."""
         lev, part = self.hier[lvl], self.layout[lvl]
-        U, base = self.U[lvl], part.base
+        U, G, base, cf = self.U[lvl], self.G[lvl], part.base, lev.cfactor
         starts = self.c_points(lvl)
-        for p in range(1, lev.cfactor):
-            js = starts[starts + p <= part.hi] + (p - 1)
-            if js.size == 0:
+        for p in range(1, cf):
+            n = int(np.count_nonzero(starts + p <= part.hi))
+            if n == 0:
                 break
-            U[js + 1 - base] = self._add_g(lvl, js + 1, self.prop(lvl, js))
+            first = int(starts[0]) + p - 1  # global index of the first point stepped from
+            src = slice(first - base, first - base + (n - 1) * cf + 1, cf)
+            dst = slice(src.start + 1, src.stop + 1, cf)
+            ks = (first + cf * np.arange(n, dtype=np.int64)) * lev.spacing
+            values = step_many(self.problem, U[src], ks, lev.spacing)
+            self.step_counts[lvl] += n
+            if G is None:
+                U[dst] = values
+            else:
+                np.add(values, G[dst], out=U[dst])
         self.fresh[lvl] = True
         self.phi_cache[lvl] = None
 

@@ -15,13 +15,22 @@ from ..errors import OptionError
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
+    """1 / (1 + exp(-z)) as (1 + tanh(z / 2)) / 2, without overflow warnings; overwrites ``z``."""
+    z *= 0.5
+    np.tanh(z, out=z)
+    z += 1.0
+    z *= 0.5
+    return z
 
 
-# name: (activation, derivative expressed through the activation's output a)
+def _tanh(z: np.ndarray) -> np.ndarray:
+    return np.tanh(z, out=z)
+
+
+# name: (activation, which may overwrite its argument; derivative expressed through the output a)
 ACTIVATIONS = {
     "sigmoid": (_sigmoid, lambda a: a * (1.0 - a)),
-    "tanh": (np.tanh, lambda a: 1.0 - a * a),
+    "tanh": (_tanh, lambda a: 1.0 - a * a),
     "identity": (lambda z: z, lambda a: np.ones_like(a)),
 }
 
@@ -91,60 +100,99 @@ class MLP:
         return out
 
     def forward(self, W: np.ndarray, X: np.ndarray) -> list[np.ndarray]:
-        """Activations ``[X, a_1, ..., a_L]``, each ``(B, M, width)``."""
-        acts = [X]
+        """Activations ``[a_0, a_1, ..., a_L]`` in the internal layout ``(B, width, M)`` (samples last).
+
+        ``X`` is ``(B, M, n_in)`` (each row its own samples) or ``(M, n_in)``: samples shared by all
+        rows (full-batch training).  Then ``a_0`` is ``(n_in, M)`` and the first layer is one 2-D
+        matrix product for all B rows.
+        """
+        a = X.T if X.ndim == 2 else X.transpose(0, 2, 1)
+        acts = [a]
         params = self.unpack(W)
+        B = W.shape[0]
         for n, (w, b) in enumerate(params):
-            z = np.matmul(acts[-1], w.transpose(0, 2, 1))
+            o, i = w.shape[1:]
+            if a.ndim == 2:  # shared samples: (B*out, in) @ (in, M)
+                z = np.matmul(w.reshape(B * o, i), a).reshape(B, o, -1)
+            else:
+                z = np.matmul(w, a)
             if b is not None:
-                z += b[:, None, :]
-            act = ACTIVATIONS[self.output if n == len(params) - 1 else self.hidden][0]
-            acts.append(act(z))
+                z += b[:, :, None]
+            a = ACTIVATIONS[self.output if n == len(params) - 1 else self.hidden][0](z)
+            acts.append(a)
         return acts
 
     def predict(self, W: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return self.forward(W, X)[-1]
+        """Outputs ``(B, M, n_out)``."""
+        return self.forward(W, X)[-1].transpose(0, 2, 1)
 
     def loss_scale(self, batch_size: int) -> float:
         """Factor of the per-sample loss 1/2 |y_hat - y|^2 in one step's loss."""
         return 1.0 / batch_size if self.loss == "mse" else 1.0
 
     def backward(self, W: np.ndarray, acts: list[np.ndarray], cot: np.ndarray, per_sample: bool = False) -> np.ndarray:
-        """Gradient for output cotangent ``cot`` (B, M, out): summed over samples ``(B, P)``,
-        or per sample ``(B, M, P)`` with ``per_sample=True`` (Jacobian rows)."""
+        """Gradient for output cotangent ``cot`` (B, n_out, M) (internal layout): summed over samples
+        ``(B, P)``, or per sample ``(B, M, P)`` with ``per_sample=True`` (Jacobian rows)."""
         params = self.unpack(W)
-        B, M = cot.shape[:2]
+        B, _, M = cot.shape
         grads: list[np.ndarray] = []
         delta = cot * ACTIVATIONS[self.output][1](acts[-1])
         for n in range(len(params) - 1, -1, -1):
             w, b = params[n]
             a_prev = acts[n]
-            if per_sample:
-                gw = (delta[:, :, :, None] * a_prev[:, :, None, :]).reshape(B, M, -1)
+            o, i = w.shape[1:]
+            if per_sample:  # (B, out*in + out, M)
+                a3 = a_prev if a_prev.ndim == 3 else a_prev[None]
+                gw = (delta[:, :, None, :] * a3[:, None, :, :]).reshape(B, o * i, M)
                 gb = delta
+                axis = 1
             else:
-                gw = np.matmul(delta.transpose(0, 2, 1), a_prev).reshape(B, -1)
-                gb = delta.sum(axis=1)
-            grads.append(np.concatenate([gw, gb], axis=-1) if b is not None else gw)
+                if a_prev.ndim == 2:  # shared samples: (B*out, M) @ (M, in)
+                    gw = np.matmul(delta.reshape(B * o, M), a_prev.T).reshape(B, -1)
+                else:
+                    gw = np.matmul(delta, a_prev.transpose(0, 2, 1)).reshape(B, -1)
+                gb = delta.sum(axis=2)
+                axis = -1
+            grads.append(np.concatenate([gw, gb], axis=axis) if b is not None else gw)
             if n > 0:
-                delta = np.matmul(delta, w) * ACTIVATIONS[self.hidden][1](a_prev)
+                delta = np.matmul(w.transpose(0, 2, 1), delta)
+                delta *= ACTIVATIONS[self.hidden][1](a_prev)
+        if per_sample:
+            return np.concatenate(grads[::-1], axis=1).transpose(0, 2, 1)
         return np.concatenate(grads[::-1], axis=-1)
 
     def loss_and_grad(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """``scale * 1/2 sum |y_hat - y|^2`` over each row's samples, and its gradient: (B,), (B, P)."""
+        """``scale * 1/2 sum |y_hat - y|^2`` over each row's samples, and its gradient: (B,), (B, P).
+
+        ``X`` is ``(B, M, n_in)`` or shared ``(M, n_in)``; ``Y`` is ``(B, M, n_out)`` or ``(M, n_out)``."""
+        return self._loss_grad(W, X, Y, scale, with_loss=True)
+
+    def gradient(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, scale: float) -> np.ndarray:
+        """The gradient of :meth:`loss_and_grad` alone (B, P)."""
+        return self._loss_grad(W, X, Y, scale, with_loss=False)[1]
+
+    def _loss_grad(
+        self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, scale: float, with_loss: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         acts = self.forward(W, X)
-        err = acts[-1] - Y
-        loss = 0.5 * scale * np.sum(err * err, axis=(1, 2))
-        return loss, self.backward(W, acts, scale * err)
+        err = acts[-1] - (Y.T if Y.ndim == 2 else Y.transpose(0, 2, 1))
+        loss = 0.5 * scale * np.sum(err * err, axis=(1, 2)) if with_loss else None
+        err *= scale
+        return loss, self.backward(W, acts, err)
+
+    def output_jacobian(self, W: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs on each row's samples ``(B, M * n_out)`` and their Jacobian ``(B, M * n_out, P)``,
+        sample-major (output o of sample s is entry ``s * n_out + o``)."""
+        acts = self.forward(W, X)
+        B, n_out, M = acts[-1].shape
+        J = np.empty((B, M, n_out, W.shape[1]))
+        for o in range(n_out):
+            seed = np.zeros((B, n_out, M))
+            seed[:, o, :] = 1.0
+            J[:, :, o, :] = self.backward(W, acts, seed, per_sample=True)
+        return acts[-1].transpose(0, 2, 1).reshape(B, -1), J.reshape(B, M * n_out, W.shape[1])
 
     def gauss_newton(self, W: np.ndarray, X: np.ndarray, scale: float) -> np.ndarray:
         """``scale * J^T J`` (B, P, P), J the Jacobian of the outputs over each row's samples."""
-        acts = self.forward(W, X)
-        B, M, n_out = acts[-1].shape
-        H = np.zeros((B, W.shape[1], W.shape[1]))
-        for o in range(n_out):
-            seed = np.zeros((B, M, n_out))
-            seed[:, :, o] = 1.0
-            J = self.backward(W, acts, seed, per_sample=True)
-            H += np.matmul(J.transpose(0, 2, 1), J)
-        return scale * H
+        J = self.output_jacobian(W, X)[1]
+        return scale * np.matmul(J.transpose(0, 2, 1), J)

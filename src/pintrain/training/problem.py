@@ -94,14 +94,36 @@ class TrainingProblem:
             raise IndexError(f"step {int(steps.max())} is past the last training step {self.n_steps - 1}")
         return self.table[steps].reshape(ks.size, -1)
 
+    def _data(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Inputs, targets and loss factor of the union of the batches of steps ``ks[i] .. ks[i] + m - 1``.
+
+        Full-batch training sees the same samples at every step, so the union of m batches is the
+        data set counted m times: one pass over it with the loss weighted by m, not m passes.
+        """
+        if self.schedule.full_batch:
+            if ks.size and int(ks.max()) + m > self.n_steps:
+                raise IndexError(f"step {int(ks.max()) + m - 1} is past the last training step {self.n_steps - 1}")
+            return self.X, self.Y, m * self._scale
+        idx = self.union(ks, m)
+        return self.X[idx], self.Y[idx], self._scale
+
     def gradient_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
         """``sum_{j=k}^{k+m-1} grad L_j(w)`` for every row (the gradient over the union of the m batches)."""
-        idx = self.union(ks, m)
-        return self.model.loss_and_grad(W, self.X[idx], self.Y[idx], self._scale)[1]
+        X, Y, scale = self._data(ks, m)
+        return self.model.gradient(W, X, Y, scale)
 
     def gauss_newton_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-        idx = self.union(ks, m)
-        return self.model.gauss_newton(W, self.X[idx], self._scale)
+        """The Gauss-Newton Hessian of the m step losses, ``scale * J^T J`` (B, P, P)."""
+        X, _, scale = self._data(ks, m)
+        return self.model.gauss_newton(W, X, scale)
+
+    def linearization(self, W: np.ndarray, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(J, r, scale)`` over the union of the m batches: output residuals ``r`` (B, R), their
+        Jacobian ``J`` (B, R, P); the gradient sum is ``scale * J^T r``, the Gauss-Newton Hessian
+        ``scale * J^T J``."""
+        X, Y, scale = self._data(ks, m)
+        out, J = self.model.output_jacobian(W, X)
+        return J, out - Y.reshape(-1 if Y.ndim == 2 else (Y.shape[0], -1)), scale
 
     # -- reporting ---------------------------------------------------------------------------
     def losses(self, states: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -110,9 +132,7 @@ class TrainingProblem:
         scale = self.model.loss_scale(n)
         out = np.empty(states.shape[0])
         for start in range(0, states.shape[0], chunk):
-            W = states[start : start + chunk]
-            Xb = np.broadcast_to(self.X, (W.shape[0], *self.X.shape))
-            err = self.model.predict(W, Xb) - self.Y[None]
+            err = self.model.predict(states[start : start + chunk], self.X) - self.Y[None]
             out[start : start + chunk] = 0.5 * scale * np.sum(err * err, axis=(1, 2))
         return out
 

@@ -20,7 +20,8 @@ batches, each sample weighted as in its own step):
     Gauss-Newton Hessian of the m step losses (J_j the Jacobian of the network outputs on step j's
     batch, S_j the loss weighting).  Like backward Euler on the gradient flow, it damps stiff
     directions instead of amplifying them, so it stays stable at any ``m * lr``.  Costs one
-    Jacobian and one P x P solve per point: for small networks.
+    Jacobian and one R x R solve per point, R the smaller of P and the number of outputs in the
+    union (through the Woodbury identity when the union is the smaller): for small networks.
 """
 
 from __future__ import annotations
@@ -49,10 +50,22 @@ def split(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np
 
 
 def gauss_newton(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-    g = problem.gradient_sum(W, ks, m)
-    H = problem.gauss_newton_sum(W, ks, m)
-    A = np.eye(W.shape[1])[None, :, :] + problem.lr * H
-    return W - np.linalg.solve(A, problem.lr * g[:, :, None])[:, :, 0]
+    # g = s J^T r, H = s J^T J, c = lr s:  (I + lr H)^{-1} g = s J^T (I + c J J^T)^{-1} r  (R x R system)
+    J, r, s = problem.linearization(W, ks, m)
+    c = problem.lr * s
+    R, P = J.shape[1:]
+    Jt = J.transpose(0, 2, 1)
+    if R <= P:
+        K = np.matmul(J, Jt)
+        K *= c
+        K += np.eye(R)
+        d = s * np.matmul(Jt, np.linalg.solve(K, r[:, :, None]))[:, :, 0]
+    else:
+        A = np.matmul(Jt, J)
+        A *= c
+        A += np.eye(P)
+        d = np.linalg.solve(A, s * np.matmul(Jt, r[:, :, None]))[:, :, 0]
+    return W - problem.lr * d
 
 
 COARSE_PROPAGATORS: dict[str, Propagator] = {"paper": paper, "split": split, "gauss-newton": gauss_newton}
