@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pintrain.peer import run_pintrain
+
 RECORD = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "vs_pymgrit.json"
 
 
@@ -25,11 +27,6 @@ def test_record_exists_and_is_complete():
     ids=lambda r: "{problem}-N{n_steps}-L{levels}-cf{cfactor}-nu{nu}-{cycle}{nested}".format(**r["case"]),
 )
 def test_same_iterations_and_residuals_as_pymgrit(row):
-    import sys
-
-    sys.path.insert(0, str(RECORD.parent.parent))
-    from vs_pymgrit import run_pintrain
-
     ours = run_pintrain(row["case"])
     theirs = row["pymgrit"]
     assert ours["iterations"] == theirs["iterations"]

@@ -210,6 +210,42 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- pintrain bench ---------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    opts = options_from_args(args)
+    try:
+        sizes = [int(n) for n in str(args.sizes).split(",")]
+    except ValueError:
+        raise PintrainError(f"--sizes={args.sizes!r} is not allowed: give a comma list of ints") from None
+    if args.quick:
+        sizes = [n for n in sizes if n <= 4096] or [min(sizes)]
+    for n in sizes:
+        if n < 2:
+            raise PintrainError(f"--sizes: {n} is not allowed: every N must be >= 2")
+    if args.repeat < 1:
+        raise PintrainError(f"--repeat={args.repeat} is not allowed: give an int >= 1")
+
+    def progress(what: str) -> None:
+        if not args.quiet:
+            print(f"running: {what}", file=sys.stderr, flush=True)
+
+    record = bench.run(
+        args.problem, sizes, opts, args.repeat, pymgrit=not args.no_pymgrit, venv=args.pymgrit_venv, progress=progress
+    )
+    if _mpi_rank() != 0:
+        return EXIT_OK
+    record["command"] = "pintrain " + " ".join(sys.argv[1:]) if sys.argv[1:] else "pintrain bench"
+    print(bench.tables(record))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "bench.json", record)
+    bench.plot(record, args.out / "bench.png")
+    print(f"wrote {args.out / 'bench.png'}")
+    converged = all(r["converged"] for r in record["training"]["rows"])
+    return EXIT_OK if converged else EXIT_NOT_CONVERGED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pintrain",
@@ -254,6 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of a few seconds)")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=cmd_reproduce)
+    pb = sub.add_parser(
+        "bench", help="time serial training against MGRIT, and pintrain against PyMGRIT 1.0.6 (JSON + PNG)"
+    )
+    pb.add_argument("--problem", choices=["xor", "sine"], default="xor", help="training problem (default xor)")
+    pb.add_argument("--sizes", default="1024,4096,16384,65536", help="training steps N, comma list (default: up to 65536)")
+    pb.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs (default 3)")
+    pb.add_argument("--quick", action="store_true", help="only N <= 4096 (a smoke run)")
+    pb.add_argument("--no-pymgrit", action="store_true", help="skip the PyMGRIT comparison")
+    pb.add_argument(
+        "--pymgrit-venv",
+        type=Path,
+        default=Path(".venv-pymgrit"),
+        help="PyMGRIT's own environment, made with pip on first use (default ./.venv-pymgrit)",
+    )
+    pb.add_argument("--out", type=Path, default=Path("."), help="folder for bench.json and bench.png (default .)")
+    pb.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_solver_arguments(pb, levels=4, cfactor="64,8", tol=1e-7)
+    pb.add_argument("--no-nested", dest="nested", action="store_false", help="start from u0 instead")
+    pb.set_defaults(func=cmd_bench, nested=True)
     return parser
 
 
