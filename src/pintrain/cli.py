@@ -294,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time serial training against MGRIT, and pintrain against PyMGRIT 1.0.6 (JSON + PNG)"
     )
     pb.add_argument("--problem", choices=["xor", "sine"], default="xor", help="training problem (default xor)")
-    pb.add_argument("--sizes", default="1024,4096,16384,65536", help="training steps N, comma list (default: up to 65536)")
+    pb.add_argument(
+        "--sizes", default="1024,4096,16384,65536", help="training steps N, comma list (default: up to 65536)"
+    )
     pb.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs (default 3)")
     pb.add_argument("--quick", action="store_true", help="only N <= 4096 (a smoke run)")
     pb.add_argument("--no-pymgrit", action="store_true", help="skip the PyMGRIT comparison")

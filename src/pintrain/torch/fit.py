@@ -1,0 +1,125 @@
+"""``fit``: a user's module, loss and data, trained serially or by MGRIT to the same weights."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import OptionError
+from ..mgrit import Result, SolverOptions, solve
+from .optimizers import make_optimizer
+from .problem import TorchProblem
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    ``model``: a trained copy of the module (in the dtype trained, float64 by default);
+    ``losses``: the loss of every step's mini-batch at the weights before that step (what a
+    training loop logs), ``losses[k] = L_k(w_k)``; ``states``: every step's state vector (weights,
+    then optimizer slots) as rows, ``states[k]`` before step k; ``solver``: the MGRIT
+    :class:`~pintrain.mgrit.Result` (None for ``method="serial"``); ``problem``: the
+    :class:`TorchProblem` (for ``problem.model_at(state)`` and ``problem.describe()``).
+    Under MPI only rank 0 holds all states and the losses; every rank has ``model``.
+    """
+
+    model: nn.Module
+    losses: np.ndarray
+    states: np.ndarray
+    solver: Result | None
+    wall_s: float
+    method: str
+    problem: TorchProblem
+
+    @property
+    def final_weights(self) -> torch.Tensor:
+        return self.problem.weights(self.states[-1])
+
+    @property
+    def converged(self) -> bool:
+        return self.solver is None or self.solver.converged
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    X: Any,
+    y: Any,
+    steps: int = 1000,
+    batch_size: int | None = 32,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    seed: int = 0,
+    method: str = "mgrit",
+    levels: int = 3,
+    cfactor: int | tuple[int, ...] = 4,
+    tol: float = 1e-9,
+    *,
+    coarse: str = "paper",
+    max_ratio: int = 4,
+    dtype: str | torch.dtype = "float64",
+    options: SolverOptions | None = None,
+    callback: Callable[[int, float], None] | None = None,
+    comm: Any = None,
+    **optimizer_kwargs: Any,
+) -> FitResult:
+    """Train ``model`` on ``(X, y)`` for ``steps`` optimizer steps, by MGRIT or serially.
+
+    Step k takes the mini-batch of ``batch_size`` samples that the seeded schedule gives it
+    (reshuffled each epoch; ``None``: full batch), computes ``loss_fn(model(X[batch]), y[batch])``
+    and applies ``optimizer`` ("sgd", "momentum", "nesterov", "adam", "adamw", with torch.optim's
+    keyword hyper-parameters in ``optimizer_kwargs``, e.g. ``momentum=0.9``, ``betas=(0.9, 0.99)``,
+    ``weight_decay=1e-4``).  ``method="serial"`` is the usual loop (``loss.backward()``, then the
+    ``torch.optim`` optimizer's ``step()``) on a copy of the module;
+    ``method="mgrit"`` solves for all of them at once with ``levels``, ``cfactor`` and ``tol`` (or
+    ``options``, a full :class:`~pintrain.mgrit.SolverOptions`) and gives the same weights to the
+    tolerance.  ``coarse`` picks the coarse propagator ("paper" or "split", see
+    :mod:`pintrain.torch.problem`).  Float64 by default; ``dtype="float32"`` is faster but its
+    round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).
+    The module given is not changed: ``FitResult.model`` is a trained copy.
+    """
+    if method not in ("serial", "mgrit"):
+        raise OptionError("method", method, '"serial" or "mgrit"')
+    opt = make_optimizer(optimizer, lr, **optimizer_kwargs)
+    problem = TorchProblem(
+        model,
+        loss_fn,
+        X,
+        y,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=opt,
+        seed=seed,
+        dtype=dtype,
+        coarse=coarse,
+        max_ratio=max_ratio,
+    )
+    res = None
+    if method == "serial":
+        t0 = time.perf_counter()
+        states = problem.serial_torch()
+        wall = time.perf_counter() - t0
+        final = states[-1]
+    else:
+        opts = options or SolverOptions(levels=levels, cfactor=cfactor, tol=tol)
+        res = solve(problem, options=opts, callback=callback, comm=comm, gather=True)
+        states, wall, final = res.states, res.wall_s, res.final_state
+    whole = res is None or (res.first_index == 0 and states.shape[0] == steps + 1)
+    losses = problem.step_losses(states) if whole else np.empty(0)
+    return FitResult(problem.model_at(final), losses, states, res, wall, method, problem)
+
+
+def accuracy(model: nn.Module, X: Any, y: Any) -> float:
+    """Fraction of rows whose arg-max output is the label."""
+    X = torch.as_tensor(X)
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        pred = model(X.to(dtype) if X.is_floating_point() else X).argmax(dim=-1)
+    return float((pred == torch.as_tensor(y)).double().mean())
