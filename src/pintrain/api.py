@@ -12,7 +12,6 @@ import numpy as np
 from .errors import DivergenceError, OptionError
 from .mgrit import Result, SolverOptions, serial_solve, solve
 from .mgrit.comm import resolve
-from .training import TrainingProblem
 
 
 @dataclass
@@ -35,20 +34,26 @@ class TrainingRun:
 
 
 def train(
-    problem: TrainingProblem,
+    problem: Any,
     method: str = "mgrit",
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
 ) -> TrainingRun:
-    """Train ``problem`` with ``method="serial"`` (a loop of SGD steps) or ``"mgrit"`` (``options``).
+    """Train ``problem`` with ``method="serial"`` (a loop of steps) or ``"mgrit"`` (``options``).
+
+    ``problem`` is a :class:`~pintrain.training.TrainingProblem` or a
+    :class:`~pintrain.torch.TorchProblem`; its ``serial_states()``, if it has one, is the serial
+    run (for torch: the usual torch.optim loop), else a loop of its fine steps; ``losses(states)``
+    is the loss curve reported.
 
     Under MPI (``comm``, or mpiexec) the MGRIT weights of all steps are gathered on rank 0, whose
     run has the losses; the other ranks' runs hold their own blocks and no losses.
     """
     if method == "serial":
         t0 = time.perf_counter()
-        states = serial_solve(problem)
+        serial = getattr(problem, "serial_states", None)
+        states = serial() if serial is not None else serial_solve(problem)
         wall = time.perf_counter() - t0
         return TrainingRun("serial", states, problem.losses(states), wall)
     if method != "mgrit":
@@ -60,7 +65,7 @@ def train(
 
 
 def compare(
-    problem: TrainingProblem,
+    problem: Any,
     options: SolverOptions,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
@@ -88,6 +93,9 @@ def compare(
         "ranks": ranks.size,
         "serial": {"losses": serial.losses.tolist(), "final_loss": serial.final_loss, "wall_s": serial.wall_s},
     }
+    metrics = getattr(problem, "metrics", None)
+    if metrics is not None:
+        record["serial"]["metrics"] = metrics(serial.final_weights)
     if failure is not None:
         err = failure
         record["mgrit"] = {
@@ -114,6 +122,7 @@ def compare(
             "final_loss": mgrit.final_loss,
             "wall_s": mgrit.wall_s,
             "propagator_applications": mgrit.solver.step_counts,
+            **({"metrics": metrics(mgrit.final_weights)} if metrics is not None else {}),
         },
         "max_abs_diff": float(diff.max()),
         "max_abs_diff_final": float(diff[-1].max()),

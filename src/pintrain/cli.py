@@ -125,10 +125,17 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 # -- pintrain train ---------------------------------------------------------------------------
+TORCH_PROBLEMS = ("digits-mlp", "digits-cnn")
+
+
 def problem_from_args(args: argparse.Namespace):
+    if args.problem in TORCH_PROBLEMS:
+        return torch_problem_from_args(args)
     from .training import model_problem
 
-    kwargs = {"steps": args.steps, "seed": args.seed, "coarse": args.coarse}
+    if args.optimizer != "sgd" or args.dtype != "float64":
+        raise PintrainError(f"--optimizer and --dtype apply to the torch problems ({', '.join(TORCH_PROBLEMS)})")
+    kwargs = {"steps": _or(args.steps, 4096), "seed": args.seed, "coarse": args.coarse or "gauss-newton"}
     for name in ("lr", "hidden", "batch_size", "max_ratio"):
         value = getattr(args, name, None)
         if value is not None:
@@ -138,11 +145,52 @@ def problem_from_args(args: argparse.Namespace):
     return model_problem(args.problem, **kwargs)
 
 
+def _or(value, default):
+    return default if value is None else value
+
+
+def torch_problem_from_args(args: argparse.Namespace):
+    try:
+        from .torch.digits import digits_problem
+    except ImportError as err:
+        raise PintrainError(f"--problem {args.problem} needs PyTorch: pip install 'pintrain[torch]' ({err})") from None
+    if args.coarse == "gauss-newton":
+        raise PintrainError(f"--coarse gauss-newton is for xor and sine; {args.problem} takes 'paper' or 'split'")
+    if args.hidden is not None:
+        raise PintrainError("--hidden applies to xor and sine")
+    hyper = {}
+    if args.momentum is not None:
+        hyper["momentum"] = args.momentum
+    if args.weight_decay is not None:
+        hyper["weight_decay"] = args.weight_decay
+    return digits_problem(
+        args.problem,
+        steps=_or(args.steps, 1000),
+        batch_size=_or(args.batch_size, 32),
+        optimizer=args.optimizer,
+        lr=args.lr if args.lr is not None else (0.002 if args.optimizer.startswith("adam") else 0.05),
+        seed=args.seed,
+        coarse=args.coarse or "paper",
+        max_ratio=_or(args.max_ratio, 4),
+        dtype=args.dtype,
+        **hyper,
+    )
+
+
 def describe_problem(problem) -> str:
     d = problem.describe()
-    net = d["network"]
     sched = d["schedule"]
-    data = "full-batch GD" if sched["full_batch"] else f"SGD, batch {sched['batch_size']} of {sched['n_samples']}"
+    data = "full-batch" if sched["full_batch"] else f"batch {sched['batch_size']} of {sched['n_samples']}"
+    if "network" not in d:  # a torch problem
+        opt = d["optimizer"]
+        hyper = ", ".join(f"{k} {v}" for k, v in opt.items() if k not in ("name", "lr"))
+        return (
+            f"{d['name']} ({d['module']}, {d['n_params']} weights, {d['dtype']}), {d['steps']} steps of "
+            f"{opt['name']} ({data}, lr {opt['lr']:g}{', ' + hyper if hyper else ''}), "
+            f"coarse propagator {d['coarse']!r}"
+        )
+    net = d["network"]
+    data = "full-batch GD" if sched["full_batch"] else f"SGD, {data}"
     sizes = "-".join(map(str, net["sizes"]))
     return (
         f"{d['name']} ({sizes} {net['hidden']} network, {net['n_params']} weights), {d['steps']} steps of {data}, "
@@ -174,6 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{'iterations':28s} {'-':>12s} {m['iterations']:12d}")
     print(f"{'wall time (s)':28s} {s['wall_s']:12.3f} {m['wall_s']:12.3f}")
     print(f"{'final loss':28s} {s['final_loss']:12.4e} {m['final_loss']:12.4e}")
+    for key in s.get("metrics", {}):
+        print(f"{key.replace('_', ' '):28s} {s['metrics'][key]:12.4f} {m['metrics'][key]:12.4f}")
     print(f"max |w_mgrit - w_serial| over all {problem.n_steps + 1} points: {rec['max_abs_diff']:.2e}")
     if quiet:
         print("residuals: " + " ".join(f"{r:.2e}" for r in m["residuals"]))
@@ -182,7 +232,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(
             f"NOT converged in {m['iterations']} iterations (residual {m['residuals'][-1]:.2e}); "
-            f"try --coarse gauss-newton, fewer --levels, a smaller --cfactor, or more --max-iter"
+            "try a stabler --coarse (gauss-newton; split for the torch problems), fewer --levels, a smaller "
+            "--cfactor, or more --max-iter"
         )
     write_json(args.json, rec)
     if args.plot is not None:
@@ -266,19 +317,29 @@ def build_parser() -> argparse.ArgumentParser:
     ps.set_defaults(func=cmd_solve)
 
     pt = sub.add_parser("train", help="train a model problem serially and by MGRIT, and compare")
-    pt.add_argument("--problem", choices=["xor", "sine"], default="xor", help="model problem (default xor)")
-    pt.add_argument("--steps", type=int, default=4096, help="number of training steps N (default 4096)")
+    pt.add_argument(
+        "--problem",
+        choices=["xor", "sine", *TORCH_PROBLEMS],
+        default="xor",
+        help="model problem (default xor; digits-* need pintrain[torch])",
+    )
+    pt.add_argument("--steps", type=int, default=None, help="training steps N (default 4096; digits 1000)")
     pt.add_argument("--lr", type=float, default=None, help="learning rate (default: the problem's)")
-    pt.add_argument("--hidden", type=int, default=None, help="hidden units (default: the problem's)")
-    pt.add_argument("--batch-size", type=int, default=None, help="sine: mini-batch size (default 4)")
+    pt.add_argument("--hidden", type=int, default=None, help="xor, sine: hidden units (default: the problem's)")
+    pt.add_argument("--batch-size", type=int, default=None, help="mini-batch size (sine 4, digits 32)")
     pt.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights (default 0)")
     pt.add_argument(
         "--coarse",
         choices=["paper", "split", "gauss-newton"],
-        default="gauss-newton",
-        help="coarse propagator (default gauss-newton; 'paper' is Schroder 2017's)",
+        default=None,
+        help="coarse propagator (default gauss-newton, digits: paper; 'paper' is Schroder 2017's)",
     )
-    pt.add_argument("--max-ratio", type=int, default=None, help="split: longest sub-step in fine lr (default 4)")
+    pt.add_argument("--max-ratio", type=int, default=None, help="split: longest sub-step in fine steps (default 4)")
+    g = pt.add_argument_group("torch problems (digits-*)")
+    g.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adam", "adamw"], default="sgd")
+    g.add_argument("--momentum", type=float, default=None, help="momentum, nesterov: momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 0; adamw 0.01)")
+    g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="(default float64)")
     pt.add_argument("--json", type=Path, default=None, help="write serial and MGRIT results as JSON")
     pt.add_argument("--plot", type=Path, default=None, help="write a PNG of residuals and loss curves")
     pt.add_argument("-q", "--quiet", action="store_true", help="print only the summary")

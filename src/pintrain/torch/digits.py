@@ -9,12 +9,15 @@ dropout-free, trained with cross-entropy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PintrainError
+from ..errors import OptionError, PintrainError
+from .optimizers import make_optimizer
+from .problem import TorchProblem
 
 N_TEST = 450
 
@@ -62,3 +65,38 @@ def cnn(seed: int = 0, channels: int = 8) -> nn.Module:
 
 
 MODELS = {"digits-mlp": (mlp, False), "digits-cnn": (cnn, True)}
+
+
+def digits_problem(
+    name: str = "digits-mlp",
+    steps: int = 2000,
+    batch_size: int = 32,
+    optimizer: str = "sgd",
+    lr: float = 0.05,
+    seed: int = 0,
+    coarse: str = "paper",
+    max_ratio: int = 4,
+    dtype: str = "float64",
+    **optimizer_kwargs: Any,
+) -> TorchProblem:
+    """A digits model problem: the network ``name`` ("digits-mlp" or "digits-cnn"), initialised from
+    ``seed``, trained with cross-entropy on the training split; test accuracy via ``metrics``."""
+    if name not in MODELS:
+        raise OptionError("problem", name, f"one of {', '.join(MODELS)}")
+    make, image = MODELS[name]
+    data = load(seed, image=image)
+    return TorchProblem(
+        make(seed),
+        nn.CrossEntropyLoss(),
+        data.X_train,
+        data.y_train,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=make_optimizer(optimizer, lr, **optimizer_kwargs),
+        seed=seed,
+        dtype=dtype,
+        coarse=coarse,
+        max_ratio=max_ratio,
+        name=name,
+        test_data=(data.X_test, data.y_test),
+    )

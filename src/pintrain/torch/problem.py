@@ -93,6 +93,7 @@ class TorchProblem:
         max_ratio: int = 4,
         max_batch_samples: int = 1 << 16,
         name: str = "torch",
+        test_data: tuple[Any, Any] | None = None,
     ) -> None:
         check_module(model)
         check_int("steps", steps, 1)
@@ -126,6 +127,7 @@ class TorchProblem:
         self.max_batch_samples = int(max_batch_samples)
         self.n_steps = int(steps)
         self.name = name
+        self.test_data = test_data
         self.schedule = Schedule(X.shape[0], batch_size, seed)
         self.table = torch.from_numpy(self.schedule.table(self.n_steps))
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -255,6 +257,27 @@ class TorchProblem:
         with torch.no_grad():
             for name, value in self.unflatten(self.weights(state)).items():
                 out.get_parameter(name).copy_(value)
+        return out
+
+    def serial_states(self) -> np.ndarray:
+        """The reference for :func:`pintrain.api.train`: :meth:`serial_torch`."""
+        return self.serial_torch()
+
+    def losses(self, states: np.ndarray) -> np.ndarray:
+        """The training-loss curve reported for these states: :meth:`step_losses`."""
+        return self.step_losses(states)
+
+    def metrics(self, state: np.ndarray) -> dict[str, float]:
+        """Accuracy on the training data (and on ``test_data``) of the weights in ``state``, for
+        classifiers (integer labels); empty otherwise."""
+        from .fit import accuracy
+
+        if self.y.is_floating_point() or self.y.ndim != 1:
+            return {}
+        model = self.model_at(state)
+        out = {"train_accuracy": accuracy(model, self.X, self.y)}
+        if self.test_data is not None:
+            out["test_accuracy"] = accuracy(model, *self.test_data)
         return out
 
     def step_losses(self, states: np.ndarray, chunk: int = 256) -> np.ndarray:

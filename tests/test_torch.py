@@ -1,0 +1,226 @@
+"""pintrain.torch: optimizers equal torch.optim, MGRIT equals the usual serial loop, clear refusals."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pintrain.cli import main
+from pintrain.errors import DivergenceError, OptionError, PintrainError
+from pintrain.mgrit import serial_solve, solve
+from pintrain.torch import TorchProblem, UnsupportedModel, accuracy, fit, make_optimizer
+from pintrain.torch.digits import digits_problem, load
+
+OPTIMIZERS = [
+    ("sgd", {}),
+    ("sgd", {"weight_decay": 1e-3}),
+    ("momentum", {}),
+    ("momentum", {"momentum": 0.8, "dampening": 0.1, "weight_decay": 1e-3}),
+    ("nesterov", {"momentum": 0.9}),
+    ("adam", {}),
+    ("adam", {"betas": (0.8, 0.99), "weight_decay": 1e-2}),
+    ("adamw", {}),
+]
+
+
+def small_net(seed=1):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
+
+
+def small_data(n=120):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0).long() + (X[:, 1] > 0.5).long()
+    return X, y
+
+
+def small_problem(name="sgd", steps=100, lr=0.05, **kw):
+    X, y = small_data()
+    opt = make_optimizer(name, lr, **kw)
+    return TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=steps, batch_size=16, optimizer=opt, seed=3)
+
+
+@pytest.mark.parametrize("name,hyper", OPTIMIZERS, ids=lambda v: str(v))
+def test_fine_step_equals_torch_optim_over_100_steps(name, hyper):
+    p = small_problem(name, steps=100, lr=0.02 if name.startswith("adam") else 0.05, **hyper)
+    evolution = serial_solve(p)  # the adapter's fine step, 100 times
+    # the user's loop, written out here: module, torch.optim, backward, step
+    model = small_net()
+    opt = p.optimizer.torch_optimizer(model.parameters())
+    X, y = small_data()
+    for k in range(100):
+        idx = torch.from_numpy(p.schedule.batch(k))
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(X[idx]), y[idx]).backward()
+        opt.step()
+    weights = torch.cat([q.detach().reshape(-1) for q in model.parameters()]).numpy()
+    np.testing.assert_allclose(evolution[-1, : p.n_params], weights, rtol=0, atol=1e-12)
+    # the optimizer state too: momentum buffers, moments and step count, packed as in the evolution
+    np.testing.assert_allclose(evolution, p.serial_torch(), rtol=0, atol=1e-12)
+    if p.optimizer.adam:
+        assert evolution[-1, -1] == 100.0 == float(opt.state[next(model.parameters())]["step"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_batched_steps_equal_single_steps(name):
+    p = small_problem(name, steps=64)
+    rng = np.random.default_rng(0)
+    U = np.repeat(p.initial()[None], 9, axis=0)
+    U[:, : p.n_params] += 0.01 * rng.standard_normal((9, p.n_params))
+    ks = rng.integers(0, 60, 9)
+    for m in (1, 4):
+        batched = p.step_many(U, ks, m)
+        single = np.stack([p.step(U[i], int(ks[i]), m) for i in range(9)])
+        np.testing.assert_allclose(batched, single, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "name,coarse,levels", [("sgd", "paper", 3), ("momentum", "split", 3), ("adam", "paper", 2), ("adamw", "split", 3)]
+)
+def test_mgrit_equals_serial_torch_loop(name, coarse, levels):
+    p = small_problem(name, steps=192, lr=0.01 if name.startswith("adam") else 0.05)
+    p.coarse = coarse
+    res = solve(p, levels=levels, cfactor=4, tol=1e-10, max_iter=60)
+    assert res.converged
+    assert np.abs(res.states - p.serial_torch()).max() < 1e-8
+
+
+def test_fit_on_digits_mlp_same_weights_and_accuracy_as_serial():
+    data = load(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10)).double()
+    before = copy.deepcopy(model.state_dict())
+    kw = {"steps": 300, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "seed": 0}
+    serial = fit(model, nn.CrossEntropyLoss(), data.X_train, data.y_train, method="serial", **kw)
+    res = fit(model, nn.CrossEntropyLoss(), data.X_train, data.y_train, levels=3, cfactor=4, tol=1e-9, **kw)
+    assert res.solver is not None and res.solver.converged and serial.solver is None
+    for key, value in model.state_dict().items():  # the user's module is not changed
+        assert torch.equal(value, before[key])
+    ws, wm = serial.final_weights.numpy(), res.final_weights.numpy()
+    assert np.abs(wm - ws).max() < 1e-8 * max(1.0, np.abs(ws).max())
+    assert np.abs(res.states - serial.states).max() < 1e-8
+    assert res.losses.shape == (300,) and np.abs(res.losses - serial.losses).max() < 1e-8
+    acc_s = accuracy(serial.model, data.X_test, data.y_test)
+    acc_m = accuracy(res.model, data.X_test, data.y_test)
+    assert acc_s == acc_m and acc_s > 0.8  # 300 steps of SGD learn the digits far past chance (0.1)
+    assert isinstance(res.model, nn.Sequential) and res.model is not model
+
+
+def test_digits_cnn_problem_trains_and_reports_accuracy():
+    p = digits_problem("digits-cnn", steps=96, lr=0.05)
+    res = solve(p, levels=2, cfactor=4, tol=1e-9)
+    ref = p.serial_torch()
+    assert res.converged and np.abs(res.states - ref).max() < 1e-8
+    m_ser, m_mg = p.metrics(ref[-1]), p.metrics(res.states[-1])
+    assert m_ser == m_mg and set(m_ser) == {"train_accuracy", "test_accuracy"}
+    assert m_ser["train_accuracy"] > 0.3  # well above chance after 96 steps
+
+
+def test_float32_reaches_its_own_tolerance():
+    X, y = small_data()
+    kw = {"steps": 128, "batch_size": 16, "lr": 0.05, "seed": 1, "dtype": "float32"}
+    serial = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    res = fit(small_net(), nn.CrossEntropyLoss(), X, y, levels=2, cfactor=4, tol=1e-5, **kw)
+    assert res.states.dtype == np.float32 and res.solver.converged
+    assert np.abs(res.states - serial.states).max() < 1e-4
+
+
+class UsesItem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+
+    def forward(self, x):
+        out = self.lin(x)
+        return out * 2 if out.sum().item() > 0 else out  # data-dependent Python control flow
+
+
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        (nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)), "buffers"),
+        (nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3)), "dropout"),
+        (UsesItem(), "cannot be vectorised"),
+        ("not a module", "torch.nn.Module"),
+    ],
+    ids=["batchnorm", "dropout", "item", "not-a-module"],
+)
+def test_unsupported_modules_are_refused_with_the_reason(model, message):
+    X, y = small_data()
+    with pytest.raises(UnsupportedModel, match=message):
+        fit(model, nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16)
+
+
+def test_dropout_in_eval_mode_and_batchnorm_without_running_stats_are_accepted():
+    X, y = small_data()
+    model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3)).double().eval()
+    res = fit(model, nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, levels=2, tol=1e-10)
+    assert res.solver.converged
+    bn = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.Linear(8, 3))
+    res = fit(bn, nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, levels=2, tol=1e-10)
+    ref = fit(bn, nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, method="serial")
+    assert res.solver.converged and np.abs(res.states - ref.states).max() < 1e-8
+
+
+def test_bad_optimizer_settings_are_refused():
+    X, y = small_data()
+    with pytest.raises(OptionError, match="optimizer"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, optimizer="lbfgs")
+    with pytest.raises(PintrainError, match="takes dampening, momentum"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, optimizer="momentum", betas=(0.9, 0.9))
+    with pytest.raises(OptionError, match="lr"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, lr=-1.0)
+    with pytest.raises(OptionError, match="data"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y[:-1])
+    with pytest.raises(OptionError, match="method"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, method="parallel")
+
+
+def test_divergence_names_the_level_and_suggests_split():
+    # linear least squares: fine steps (lr * curvature ~ 0.4) are stable, 'paper' steps of 16 lr are not
+    g = torch.Generator().manual_seed(0)
+    X = 3 * torch.randn(120, 6, generator=g, dtype=torch.float64)
+    y = X.sum(1, keepdim=True)
+    torch.manual_seed(1)
+    kw = {"steps": 256, "batch_size": 16, "lr": 0.02, "levels": 3, "cfactor": 4}
+    with pytest.raises(DivergenceError, match="on level 2.*coarse='split'"):
+        fit(nn.Linear(6, 1).double(), nn.MSELoss(), X, y, **kw)
+    res = fit(nn.Linear(6, 1).double(), nn.MSELoss(), X, y, coarse="split", max_ratio=2, **kw)
+    assert res.solver.converged
+
+
+def test_cli_digits_mlp_prints_accuracy_for_both(capsys, tmp_path):
+    argv = [
+        "train",
+        "--problem",
+        "digits-mlp",
+        "--steps",
+        "128",
+        "--levels",
+        "2",
+        "-q",
+        "--json",
+        str(tmp_path / "d.json"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "train accuracy" in out
+    import json
+
+    rec = json.loads((tmp_path / "d.json").read_text())
+    assert rec["serial"]["metrics"] == rec["mgrit"]["metrics"]
+    assert rec["max_abs_diff"] < 1e-8
+
+
+def test_cli_refuses_options_that_do_not_apply(capsys):
+    assert main(["train", "--problem", "digits-mlp", "--coarse", "gauss-newton"]) == 2
+    assert "paper' or 'split" in capsys.readouterr().err
+    assert main(["train", "--problem", "xor", "--optimizer", "adam"]) == 2
+    assert "torch problems" in capsys.readouterr().err
+    assert main(["train", "--problem", "digits-mlp", "--steps", "0"]) == 2
+    assert "steps=0 is not allowed" in capsys.readouterr().err
+    assert main(["train", "--problem", "digits-mlp", "--momentum", "0.9"]) == 2
+    assert "'sgd' takes weight_decay, not momentum" in capsys.readouterr().err
