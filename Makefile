@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint vs-pymgrit scaling reproduce clean
+.PHONY: demo test lint bench vs-pymgrit scaling reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(VENV)/.installed-test
 # Regenerate the tables of the paper's numerical section (docs/reproduction.md shows them).
 reproduce: $(VENV)/.installed
 	$(BIN)/pintrain reproduce --out docs/reproduction
+
+# Serial training vs MGRIT, and pintrain vs PyMGRIT 1.0.6 (makes .venv-pymgrit/): tables, JSON, PNG.
+bench: $(VENV)/.installed
+	$(BIN)/pintrain bench --out benchmarks/results
 
 # Cross-check against PyMGRIT 1.0.6 (makes .venv-pymgrit/ with numpy<2) and rewrite the record.
 vs-pymgrit: $(VENV)/.installed-test
