@@ -20,4 +20,14 @@ CASES = {
     ),
     "sine-paper-2level": (lambda: model_problem("sine", steps=512, coarse="paper"), {"levels": 2, "cfactor": 4}),
     "sine-paper-diverges": (lambda: model_problem("sine", steps=4096, coarse="paper"), {"levels": 4, "cfactor": 4}),
+    "torch-digits-mlp-adam": (
+        lambda: _digits("digits-mlp", steps=160, optimizer="adam", lr=0.002),
+        {"levels": 3, "cfactor": 4, "tol": 1e-10},
+    ),
 }
+
+
+def _digits(name, **kw):
+    from pintrain.torch.digits import digits_problem
+
+    return digits_problem(name, **kw)

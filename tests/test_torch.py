@@ -119,6 +119,20 @@ def test_digits_cnn_problem_trains_and_reports_accuracy():
     assert m_ser["train_accuracy"] > 0.3  # well above chance after 96 steps
 
 
+def test_full_batch_coarse_steps_count_the_data_once():
+    X, y = small_data()
+    p = TorchProblem(
+        small_net(), nn.CrossEntropyLoss(), X, y, steps=64, batch_size=None, optimizer=make_optimizer("sgd", 0.1)
+    )
+    W = torch.from_numpy(np.repeat(p.initial()[None], 3, axis=0))
+    ks = torch.tensor([0, 8, 40])
+    once = p.gradient_sum(W, ks, 8)
+    xb, yb = p._batches(ks, 8)  # the union: the data set 8 times over
+    np.testing.assert_allclose(once, p._grad_union(W, xb, yb, 8), rtol=1e-12, atol=1e-14)
+    res = solve(p, levels=3, cfactor=4, tol=1e-10)
+    assert res.converged and np.abs(res.states - p.serial_torch()).max() < 1e-8
+
+
 def test_float32_reaches_its_own_tolerance():
     X, y = small_data()
     kw = {"steps": 128, "batch_size": 16, "lr": 0.05, "seed": 1, "dtype": "float32"}

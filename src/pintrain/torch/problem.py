@@ -178,6 +178,9 @@ class TorchProblem:
 
     def gradient_sum(self, W: torch.Tensor, ks: torch.Tensor, m: int) -> torch.Tensor:
         """``sum_{j<m} grad L_{k+j}(w)`` for every row of W (B, P), in chunks of rows."""
+        if self.schedule.full_batch and m > 1:  # m identical batches: one pass, times m
+            self._batches(ks, m)  # range check
+            return m * self.gradient_sum(W, ks, 1)
         per_row = m * self.schedule.batch_size
         chunk = max(1, self.max_batch_samples // per_row)
         parts = []
