@@ -19,6 +19,7 @@ def test_cli_bench_writes_tables_json_and_plot(tmp_path, capsys):
     record = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.png").stat().st_size > 1000
     assert record["training"]["options"]["cfactor"] == [8, 4]
+    assert record["command"].startswith("pintrain bench --sizes 256,512")
     rows = record["training"]["rows"]
     assert [r["N"] for r in rows] == [256, 512]
     for r in rows:

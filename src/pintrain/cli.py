@@ -287,7 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if _mpi_rank() != 0:
         return EXIT_OK
-    record["command"] = "pintrain " + " ".join(sys.argv[1:]) if sys.argv[1:] else "pintrain bench"
+    record["command"] = " ".join(["pintrain", *args.argv])
     print(bench.tables(record))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "bench.json", record)
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
