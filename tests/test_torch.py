@@ -157,7 +157,7 @@ class UsesItem(nn.Module):
     [
         (nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)), "buffers"),
         (nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3)), "dropout"),
-        (UsesItem(), "cannot be vectorised"),
+        (UsesItem(), "failed under torch.func.*item"),
         ("not a module", "torch.nn.Module"),
     ],
     ids=["batchnorm", "dropout", "item", "not-a-module"],
@@ -191,6 +191,15 @@ def test_bad_optimizer_settings_are_refused():
         fit(small_net(), nn.CrossEntropyLoss(), X, y[:-1])
     with pytest.raises(OptionError, match="method"):
         fit(small_net(), nn.CrossEntropyLoss(), X, y, method="parallel")
+    with pytest.raises(OptionError, match="X='data with NaN/inf' is not allowed"):
+        fit(small_net(), nn.CrossEntropyLoss(), X.clone().fill_(float("nan")), y)
+    bad = small_net()
+    with torch.no_grad():
+        bad[0].weight[0, 0] = float("inf")
+    with pytest.raises(OptionError, match="finite initial weights"):
+        fit(bad, nn.CrossEntropyLoss(), X, y)
+    with pytest.raises(UnsupportedModel, match="must return a scalar"):
+        fit(small_net(), nn.CrossEntropyLoss(reduction="none"), X, y, steps=8)
 
 
 def test_divergence_names_the_level_and_suggests_split():

@@ -109,17 +109,18 @@ class TorchProblem:
             raise OptionError("dtype", dtype, "torch.float64 or torch.float32")
         if not callable(loss_fn):
             raise OptionError("loss_fn", loss_fn, "a callable loss_fn(output, target) -> scalar tensor")
-        X, y = torch.as_tensor(X), torch.as_tensor(y)
+        X, y = torch.as_tensor(X).cpu(), torch.as_tensor(y).cpu()
         if X.ndim < 1 or y.ndim < 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
             raise OptionError(
                 "data", f"X {tuple(X.shape)}, y {tuple(y.shape)}", "X and y with the same number (>0) of rows"
             )
         self.X = X.to(dtype) if X.is_floating_point() else X
         self.y = y.to(dtype) if y.is_floating_point() else y
-        if not (torch.isfinite(self.X).all() if self.X.is_floating_point() else True):
-            raise OptionError("X", "data with NaN/inf", "finite inputs")
+        for label, data in (("X", self.X), ("y", self.y)):
+            if data.is_floating_point() and not torch.isfinite(data).all():
+                raise OptionError(label, "data with NaN/inf", "finite values")
         self.dtype = dtype
-        self.model = copy.deepcopy(model).to(dtype)
+        self.model = copy.deepcopy(model).to(device="cpu", dtype=dtype)  # the adapter steps on the CPU
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.coarse = coarse
@@ -137,6 +138,8 @@ class TorchProblem:
         self.n_params = sum(self.sizes)
         with torch.no_grad():
             w0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+        if not torch.isfinite(w0).all():
+            raise OptionError("model", "parameters with NaN/inf", "finite initial weights")
         self.u0 = optimizer.initial_state(w0).numpy().copy()
         self._grad_one = vmap(grad(self._loss_one))
         self._grad_union = vmap(grad(self._loss_union), in_dims=(0, 0, 0, None))
@@ -147,8 +150,9 @@ class TorchProblem:
             raise
         except Exception as err:
             raise UnsupportedModel(
-                f"the module and loss cannot be vectorised over weight vectors with torch.func "
-                f"(functional_call, grad, vmap): {type(err).__name__}: {err}"
+                f"a training step of this module and loss failed under torch.func (functional_call, grad, "
+                f"vmap): {type(err).__name__}: {err}. The loss must return a scalar, and the module must not "
+                "use .item(), data-dependent Python control flow or in-place updates of its inputs"
             ) from err
 
     # -- pure functions of the flat weights ---------------------------------------------------
