@@ -127,10 +127,25 @@ def test_full_batch_coarse_steps_count_the_data_once():
     W = torch.from_numpy(np.repeat(p.initial()[None], 3, axis=0))
     ks = torch.tensor([0, 8, 40])
     once = p.gradient_sum(W, ks, 8)
-    xb, yb = p._batches(ks, 8)  # the union: the data set 8 times over
-    np.testing.assert_allclose(once, p._grad_union(W, xb, yb, 8), rtol=1e-12, atol=1e-14)
+    xb, yb, r, weight = p._batches(ks, 8)  # the union: the data set 8 times over
+    assert (r, weight) == (8, 1.0)
+    np.testing.assert_allclose(once, p._grad_union(W, xb, yb, r), rtol=1e-12, atol=1e-14)
     res = solve(p, levels=3, cfactor=4, tol=1e-10)
     assert res.converged and np.abs(res.states - p.serial_torch()).max() < 1e-8
+
+
+def test_sampled_coarse_gradient_and_mgrit():
+    p = small_problem("momentum", steps=192, lr=0.05)
+    p.sample = 2
+    W = torch.from_numpy(np.repeat(p.initial()[None, : p.n_params], 3, axis=0))
+    ks = torch.tensor([0, 8, 100])
+    expected = 4 * (p.gradient_sum(W, ks, 1) + p.gradient_sum(W, ks + 4, 1))  # steps k and k + 4 of 8
+    np.testing.assert_allclose(p.gradient_sum(W, ks, 8), expected, rtol=1e-12, atol=1e-14)
+    res = solve(p, levels=3, cfactor=4, tol=1e-10, max_iter=60)
+    assert res.converged and np.abs(res.states - p.serial_torch()).max() < 1e-8
+    with pytest.raises(OptionError, match="sample=0"):
+        X, y = small_data()
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, sample=0)
 
 
 def test_float32_reaches_its_own_tolerance():

@@ -4,9 +4,11 @@ a loop of single steps, for every built-in problem, and MGRIT gives the same ans
 import numpy as np
 import pytest
 
+from pintrain.errors import OptionError
 from pintrain.mgrit import serial_solve, solve
 from pintrain.problems import Dahlquist, Heat1D
 from pintrain.training import model_problem
+from pintrain.training.schedule import coarse_steps
 
 
 def builtin_problems():
@@ -84,3 +86,36 @@ def test_gauss_newton_step_equals_the_dense_formula(name, m):
     A = np.eye(W.shape[1])[None] + p.lr * H
     dense = W - np.linalg.solve(A, p.lr * g[:, :, None])[:, :, 0]
     np.testing.assert_allclose(p.step_many(W, ks, m), dense, rtol=1e-11, atol=1e-13)
+
+
+def test_coarse_steps_spread_a_sample_evenly():
+    steps, weight = coarse_steps(np.array([0, 16]), 8, 3)
+    np.testing.assert_array_equal(steps, [[0, 2, 5], [16, 18, 21]])
+    assert weight == 8 / 3
+    steps, weight = coarse_steps(np.array([4]), 4, None)
+    np.testing.assert_array_equal(steps, [[4, 5, 6, 7]])
+    assert weight == 1.0
+    assert coarse_steps(np.array([4]), 4, 9)[1] == 1.0  # a sample larger than m takes all m
+
+
+@pytest.mark.parametrize("sample", [1, 3, 8])
+def test_sampled_coarse_gradient_is_the_weighted_sum_of_its_batches(sample):
+    p = model_problem("sine", steps=256, coarse="paper", sample=sample)
+    W = p.initial()[None, :] + 0.1 * np.random.default_rng(2).normal(size=(4, p.model.n_params))
+    ks = np.array([0, 16, 100, 200])
+    m = 16
+    expected = sum((m / sample) * p.gradient_sum(W, ks + (i * m) // sample, 1) for i in range(sample))
+    np.testing.assert_allclose(p.gradient_sum(W, ks, m), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_mgrit_with_sampled_coarse_steps_still_reaches_serial():
+    p = model_problem("sine", steps=2048, coarse="gauss-newton", sample=4)
+    res = solve(p, levels=4, cfactor=(16, 4), tol=1e-10, nested=True, max_iter=60)
+    assert res.converged
+    assert np.abs(res.states - serial_solve(p)).max() < 1e-8
+
+
+@pytest.mark.parametrize("options,text", [({"sample": 0}, "sample=0"), ({"subsample": 2}, "subsample")])
+def test_bad_coarse_options_are_refused(options, text):
+    with pytest.raises(OptionError, match=text):
+        model_problem("sine", steps=64, **options)

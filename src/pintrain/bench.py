@@ -107,6 +107,7 @@ def bench_training(
     repeat: int = 3,
     coarse: str = "gauss-newton",
     progress: Callable[[str], None] | None = None,
+    coarse_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Serial training and MGRIT side by side for every N in ``sizes`` (one process)."""
     from .training import model_problem
@@ -115,7 +116,7 @@ def bench_training(
     for n in sizes:
         if progress:
             progress(f"training {problem}, N = {n}")
-        p = model_problem(problem, steps=int(n), coarse=coarse)
+        p = model_problem(problem, steps=int(n), coarse=coarse, **(coarse_options or {}))
         serial_s, ref = _best(lambda p=p: serial_solve(p), repeat)
         mgrit_s, res = _best(lambda p=p: solve(p, options=options, comm="serial"), repeat)
         timed = TimedProblem(p)
@@ -183,8 +184,9 @@ def run(
     pymgrit: bool = True,
     venv: str | os.PathLike = ".venv-pymgrit",
     progress: Callable[[str], None] | None = None,
+    coarse_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Both comparisons in one run: the record that ``pintrain bench --json`` writes."""
+    """Both comparisons in one run: the record that ``pintrain bench`` writes."""
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {
@@ -198,8 +200,9 @@ def run(
         "training": {
             "problem": problem,
             "coarse": "gauss-newton",
+            "coarse_options": dict(coarse_options or {}),
             "options": options.to_dict(),
-            "rows": bench_training(problem, sizes, options, repeat, progress=progress),
+            "rows": bench_training(problem, sizes, options, repeat, progress=progress, coarse_options=coarse_options),
         },
     }
     if pymgrit:
@@ -217,7 +220,8 @@ def tables(record: dict[str, Any]) -> str:
     tr = record["training"]
     opts = SolverOptions(**{**tr["options"], "cfactor": _cf(tr["options"]["cfactor"])})
     out = [
-        f"1. Serial training against MGRIT in one process: {tr['problem']}, coarse {tr['coarse']!r}, "
+        f"1. Serial training against MGRIT in one process: {tr['problem']}, coarse {tr['coarse']!r}"
+        f"{''.join(f' {k}={v}' for k, v in tr.get('coarse_options', {}).items())}, "
         f"{opts.levels} levels, cfactor {_cf_text(opts.cfactor)}, {opts.relax}, {opts.cycle}-cycles"
         f"{', nested' if opts.nested else ''}, tol {opts.tol:g}; best of {record['repeat']}",
         f"{'N':>7s} {'serial (s)':>11s} {'MGRIT (s)':>10s} {'serial/MGRIT':>13s} {'iters':>6s} "

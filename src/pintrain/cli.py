@@ -136,7 +136,7 @@ def problem_from_args(args: argparse.Namespace):
     if args.optimizer != "sgd" or args.dtype != "float64":
         raise PintrainError(f"--optimizer and --dtype apply to the torch problems ({', '.join(TORCH_PROBLEMS)})")
     kwargs = {"steps": _or(args.steps, 4096), "seed": args.seed, "coarse": args.coarse or "gauss-newton"}
-    for name in ("lr", "hidden", "batch_size", "max_ratio"):
+    for name in ("lr", "hidden", "batch_size", "max_ratio", "sample"):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[name] = value
@@ -172,6 +172,7 @@ def torch_problem_from_args(args: argparse.Namespace):
         seed=args.seed,
         coarse=args.coarse or "paper",
         max_ratio=_or(args.max_ratio, 4),
+        sample=args.sample,
         dtype=args.dtype,
         **hyper,
     )
@@ -283,7 +284,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"running: {what}", file=sys.stderr, flush=True)
 
     record = bench.run(
-        args.problem, sizes, opts, args.repeat, pymgrit=not args.no_pymgrit, venv=args.pymgrit_venv, progress=progress
+        args.problem,
+        sizes,
+        opts,
+        args.repeat,
+        pymgrit=not args.no_pymgrit,
+        venv=args.pymgrit_venv,
+        progress=progress,
+        coarse_options={} if args.sample is None else {"sample": args.sample},
     )
     if _mpi_rank() != 0:
         return EXIT_OK
@@ -335,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="coarse propagator (default gauss-newton, digits: paper; 'paper' is Schroder 2017's)",
     )
     pt.add_argument("--max-ratio", type=int, default=None, help="split: longest sub-step in fine steps (default 4)")
+    pt.add_argument(
+        "--coarse-sample",
+        dest="sample",
+        type=int,
+        default=None,
+        help="coarse steps estimate their gradient from this many of their m batches (default: all)",
+    )
     g = pt.add_argument_group("torch problems (digits-*)")
     g.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adam", "adamw"], default="sgd")
     g.add_argument("--momentum", type=float, default=None, help="momentum, nesterov: momentum (default 0.9)")
@@ -361,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs (default 3)")
     pb.add_argument("--quick", action="store_true", help="only N <= 4096 (a smoke run)")
     pb.add_argument("--no-pymgrit", action="store_true", help="skip the PyMGRIT comparison")
+    pb.add_argument(
+        "--coarse-sample",
+        dest="sample",
+        type=int,
+        default=None,
+        help="coarse steps estimate their gradient from this many of their m batches (default: all)",
+    )
     pb.add_argument(
         "--pymgrit-venv",
         type=Path,

@@ -76,6 +76,7 @@ def digits_problem(
     seed: int = 0,
     coarse: str = "paper",
     max_ratio: int = 4,
+    sample: int | None = None,
     dtype: str = "float64",
     **optimizer_kwargs: Any,
 ) -> TorchProblem:
@@ -97,6 +98,7 @@ def digits_problem(
         dtype=dtype,
         coarse=coarse,
         max_ratio=max_ratio,
+        sample=sample,
         name=name,
         test_data=(data.X_test, data.y_test),
     )

@@ -64,6 +64,7 @@ def fit(
     *,
     coarse: str = "paper",
     max_ratio: int = 4,
+    sample: int | None = None,
     dtype: str | torch.dtype = "float64",
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
@@ -81,7 +82,8 @@ def fit(
     ``method="mgrit"`` solves for all of them at once with ``levels``, ``cfactor`` and ``tol`` (or
     ``options``, a full :class:`~pintrain.mgrit.SolverOptions`) and gives the same weights to the
     tolerance.  ``coarse`` picks the coarse propagator ("paper" or "split", see
-    :mod:`pintrain.torch.problem`).  Float64 by default; ``dtype="float32"`` is faster but its
+    :mod:`pintrain.torch.problem`); ``sample=r`` makes coarse steps estimate their gradient from r
+    of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
     round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).
     The module given is not changed: ``FitResult.model`` is a trained copy.
     """
@@ -100,6 +102,7 @@ def fit(
         dtype=dtype,
         coarse=coarse,
         max_ratio=max_ratio,
+        sample=sample,
     )
     res = None
     if method == "serial":

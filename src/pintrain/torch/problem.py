@@ -17,6 +17,11 @@ Coarse steps (spacing m > 1), chosen by ``coarse``:
     The same over sub-intervals of at most ``max_ratio`` fine steps, each with the gradient of its
     own batches at the weights reached so far: ``ceil(m / max_ratio)`` passes, the same data in all.
     Stable wherever ``max_ratio * lr`` is, at the cost of sequential passes.
+
+With ``sample=r``, a coarse gradient over m > r steps is estimated from r of their m batches,
+spread evenly over the interval and weighted m / r: a coarse step then costs about r fine steps of
+work instead of m.  MGRIT still converges to the serial answer (the coarse levels only have to
+approximate); the iterations may grow as r shrinks.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import OptionError, PintrainError, check_int
-from ..training.schedule import Schedule
+from ..training.schedule import Schedule, coarse_steps
 from .optimizers import Optimizer
 
 COARSE = ("paper", "split")
@@ -91,6 +96,7 @@ class TorchProblem:
         dtype: str | torch.dtype = "float64",
         coarse: str = "paper",
         max_ratio: int = 4,
+        sample: int | None = None,
         max_batch_samples: int = 1 << 16,
         name: str = "torch",
         test_data: tuple[Any, Any] | None = None,
@@ -99,6 +105,8 @@ class TorchProblem:
         check_int("steps", steps, 1)
         check_int("max_ratio", max_ratio, 1)
         check_int("max_batch_samples", max_batch_samples, 1)
+        if sample is not None:
+            check_int("sample", sample, 1, ", or None for all m batches")
         if coarse not in COARSE:
             raise OptionError("coarse", coarse, f"one of {', '.join(COARSE)}")
         if isinstance(dtype, str):
@@ -125,6 +133,7 @@ class TorchProblem:
         self.optimizer = optimizer
         self.coarse = coarse
         self.max_ratio = int(max_ratio)
+        self.sample = None if sample is None else int(sample)
         self.max_batch_samples = int(max_batch_samples)
         self.n_steps = int(steps)
         self.name = name
@@ -167,31 +176,35 @@ class TorchProblem:
     def _loss_one(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(functional_call(self.model, self.unflatten(w), (xb,)), yb)
 
-    def _loss_union(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, m: int) -> torch.Tensor:
-        """Sum of the m step losses: one forward pass over the union, the loss on each step's part."""
+    def _loss_union(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, r: int) -> torch.Tensor:
+        """Sum of r step losses: one forward pass over their batches, the loss on each step's part."""
         out = functional_call(self.model, self.unflatten(w), (xb,))
-        b = out.shape[0] // m
-        return vmap(self.loss_fn)(out.reshape(m, b, *out.shape[1:]), yb.reshape(m, b, *yb.shape[1:])).sum()
+        b = out.shape[0] // r
+        return vmap(self.loss_fn)(out.reshape(r, b, *out.shape[1:]), yb.reshape(r, b, *yb.shape[1:])).sum()
 
-    def _batches(self, ks: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        steps = ks[:, None] + torch.arange(m)[None, :]
-        if steps.numel() and int(steps.max()) >= self.n_steps:
-            raise IndexError(f"step {int(steps.max())} is past the last training step {self.n_steps - 1}")
-        idx = self.table[steps].reshape(ks.shape[0], -1)
-        return self.X[idx], self.y[idx]
+    def _batches(self, ks: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        """Inputs and targets of the batches standing for steps ``k .. k + m - 1`` (all, or
+        ``sample`` of them: :func:`pintrain.training.schedule.coarse_steps`), their number r
+        and the weight m / r of each."""
+        if ks.numel() and int(ks.max()) + m > self.n_steps:
+            raise IndexError(f"step {int(ks.max()) + m - 1} is past the last training step {self.n_steps - 1}")
+        steps, weight = coarse_steps(ks.numpy(), m, self.sample if m > 1 else None)
+        idx = self.table[torch.from_numpy(steps)].reshape(ks.shape[0], -1)
+        return self.X[idx], self.y[idx], steps.shape[1], weight
 
     def gradient_sum(self, W: torch.Tensor, ks: torch.Tensor, m: int) -> torch.Tensor:
-        """``sum_{j<m} grad L_{k+j}(w)`` for every row of W (B, P), in chunks of rows."""
+        """``sum_{j<m} grad L_{k+j}(w)`` for every row of W (B, P), in chunks of rows (estimated
+        from ``sample`` of the m batches, weighted m / sample, when ``sample`` is set)."""
         if self.schedule.full_batch and m > 1:  # m identical batches: one pass, times m
             self._batches(ks, m)  # range check
             return m * self.gradient_sum(W, ks, 1)
-        per_row = m * self.schedule.batch_size
+        per_row = min(m, self.sample or m) * self.schedule.batch_size
         chunk = max(1, self.max_batch_samples // per_row)
         parts = []
         for start in range(0, W.shape[0], chunk):
-            xb, yb = self._batches(ks[start : start + chunk], m)
+            xb, yb, r, weight = self._batches(ks[start : start + chunk], m)
             w = W[start : start + chunk]
-            parts.append(self._grad_one(w, xb, yb) if m == 1 else self._grad_union(w, xb, yb, m))
+            parts.append(self._grad_one(w, xb, yb) if m == 1 else weight * self._grad_union(w, xb, yb, r))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     # -- the Problem protocol -----------------------------------------------------------------
@@ -296,7 +309,7 @@ class TorchProblem:
             for start in range(0, n, chunk):
                 ks = torch.arange(start, min(n, start + chunk))
                 W = torch.from_numpy(np.ascontiguousarray(states[start : start + len(ks), : self.n_params]))
-                xb, yb = self._batches(ks, 1)
+                xb, yb = self._batches(ks, 1)[:2]
                 out[start : start + len(ks)] = self._loss_many(W, xb, yb).numpy()
         return out
 
@@ -313,4 +326,5 @@ class TorchProblem:
             "steps": self.n_steps,
             "coarse": self.coarse,
             "max_ratio": self.max_ratio,
+            "sample": self.sample,
         }

@@ -9,7 +9,9 @@ import numpy as np
 from ..errors import OptionError, check_int, check_positive
 from .mlp import MLP
 from .propagators import COARSE_PROPAGATORS
-from .schedule import Schedule
+from .schedule import Schedule, coarse_steps
+
+COARSE_OPTIONS = ("max_ratio", "sample")
 
 
 class TrainingProblem:
@@ -60,6 +62,12 @@ class TrainingProblem:
         self.w0 = w0
         self.coarse = coarse
         self.coarse_options = dict(coarse_options or {})
+        for key, value in self.coarse_options.items():
+            if key not in COARSE_OPTIONS:
+                raise OptionError("coarse option", key, f"one of {', '.join(COARSE_OPTIONS)}")
+            if value is not None or key == "max_ratio":
+                check_int(key, value, 1)
+        self.sample = self.coarse_options.get("sample")
         self.name = name
         self.table = schedule.table(self.n_steps)
         self._coarse_fn = COARSE_PROPAGATORS[coarse]
@@ -87,12 +95,17 @@ class TrainingProblem:
         )
 
     # -- pieces the propagators use ----------------------------------------------------------
-    def union(self, ks: np.ndarray, m: int) -> np.ndarray:
-        """Sample indices of steps ``ks[i] .. ks[i] + m - 1``: shape ``(len(ks), m * batch_size)``."""
-        steps = ks[:, None] + np.arange(m)[None, :]
-        if steps.size and steps.max() >= self.n_steps:
-            raise IndexError(f"step {int(steps.max())} is past the last training step {self.n_steps - 1}")
-        return self.table[steps].reshape(ks.size, -1)
+    def _check_range(self, ks: np.ndarray, m: int) -> None:
+        if ks.size and int(ks.max()) + m > self.n_steps:
+            raise IndexError(f"step {int(ks.max()) + m - 1} is past the last training step {self.n_steps - 1}")
+
+    def union(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, float]:
+        """Sample indices of the batches that stand for steps ``ks[i] .. ks[i] + m - 1`` (all m, or
+        the ``sample`` option's r of them, :func:`coarse_steps`): ``(len(ks), r * batch_size)``, and
+        the weight of each batch's loss (1, or m / r)."""
+        self._check_range(ks, m)
+        steps, weight = coarse_steps(ks, m, self.sample if m > 1 else None)
+        return self.table[steps].reshape(ks.size, -1), weight
 
     def _data(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Inputs, targets and loss factor of the union of the batches of steps ``ks[i] .. ks[i] + m - 1``.
@@ -101,14 +114,14 @@ class TrainingProblem:
         data set counted m times: one pass over it with the loss weighted by m, not m passes.
         """
         if self.schedule.full_batch:
-            if ks.size and int(ks.max()) + m > self.n_steps:
-                raise IndexError(f"step {int(ks.max()) + m - 1} is past the last training step {self.n_steps - 1}")
+            self._check_range(ks, m)
             return self.X, self.Y, m * self._scale
-        idx = self.union(ks, m)
-        return self.X[idx], self.Y[idx], self._scale
+        idx, weight = self.union(ks, m)
+        return self.X[idx], self.Y[idx], weight * self._scale
 
     def gradient_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-        """``sum_{j=k}^{k+m-1} grad L_j(w)`` for every row (the gradient over the union of the m batches)."""
+        """``sum_{j=k}^{k+m-1} grad L_j(w)`` for every row (the gradient over the union of the m batches;
+        estimated from r of them, weighted m / r, with the ``sample=r`` coarse option)."""
         X, Y, scale = self._data(ks, m)
         return self.model.gradient(W, X, Y, scale)
 

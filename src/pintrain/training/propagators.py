@@ -3,7 +3,9 @@
 Each is a function ``(problem, W, ks, m) -> W_new`` over a batch of independent weight vectors
 ``W`` (B, P) starting at fine steps ``ks``.  With ``g(w) = sum_{j=k}^{k+m-1} grad L_j(w)``, the sum of
 the gradients of the m step losses at the same weights (the gradient over the union of the m
-batches, each sample weighted as in its own step):
+batches, each sample weighted as in its own step; with the coarse option ``sample=r``, estimated
+from r of the m batches spread over the interval, weighted m / r, so that a coarse step costs
+about r fine steps of work instead of m):
 
 ``paper``
     One explicit step, ``w - lr * g(w)``: m times the learning rate over the data of the m steps

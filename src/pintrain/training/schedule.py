@@ -77,3 +77,15 @@ class Schedule:
             "seed": self.seed,
             "shuffle": self.shuffle,
         }
+
+
+def coarse_steps(ks: np.ndarray, m: int, sample: int | None = None) -> tuple[np.ndarray, float]:
+    """The steps whose batches stand for the m steps from each start in ``ks``, and their weight.
+
+    All m steps (weight 1), or with ``sample=r < m`` only r of them, spread evenly over the
+    interval (steps ``k + floor(i m / r)``, i < r), each weighted ``m / r`` so that the sum of their
+    gradients estimates the sum over all m.  Shape ``(len(ks), min(m, r))``.
+    """
+    r = m if sample is None else min(m, int(sample))
+    offsets = (np.arange(r, dtype=np.int64) * m) // r
+    return np.asarray(ks, dtype=np.int64)[:, None] + offsets[None, :], m / r
