@@ -20,14 +20,21 @@ CASES = {
     ),
     "sine-paper-2level": (lambda: model_problem("sine", steps=512, coarse="paper"), {"levels": 2, "cfactor": 4}),
     "sine-paper-diverges": (lambda: model_problem("sine", steps=4096, coarse="paper"), {"levels": 4, "cfactor": 4}),
-    "torch-digits-mlp-adam": (
-        lambda: _digits("digits-mlp", steps=160, optimizer="adam", lr=0.002),
-        {"levels": 3, "cfactor": 4, "tol": 1e-10},
-    ),
+    "torch-mlp-adam": (lambda: _torch_problem("adam", 0.01), {"levels": 3, "cfactor": 4, "tol": 1e-10}),
 }
 
 
-def _digits(name, **kw):
-    from pintrain.torch.digits import digits_problem
+def _torch_problem(optimizer, lr):
+    """A small torch MLP classifier on synthetic data, trained with ``optimizer``."""
+    import torch
+    from torch import nn
 
-    return digits_problem(name, **kw)
+    from pintrain.torch import TorchProblem, make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 8, generator=g, dtype=torch.float64)
+    y = (X[:, 0] + X[:, 1] > 0).long() + (X[:, 2] > 0.5).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    opt = make_optimizer(optimizer, lr)
+    return TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=160, batch_size=16, optimizer=opt, seed=1)
