@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .mgrit import SolverOptions, serial_solve, solve
+from .mgrit.problem import step_many
 from .peer import PeerUnavailable, describe_case, run_pintrain, run_pymgrit
 
 # The settings measured for model problem 1 (docs/performance.md): Gauss-Newton coarse steps,
@@ -86,8 +87,6 @@ class TimedProblem:
         return self._timed(m, 1, lambda: self._problem.step(u, k, m))
 
     def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-        from .mgrit.problem import step_many
-
         return self._timed(m, U.shape[0], lambda: step_many(self._problem, U, ks, m))
 
 
