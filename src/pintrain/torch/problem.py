@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import OptionError, PintrainError, check_int
-from ..training.schedule import Schedule, coarse_steps
+from ..training.schedule import Schedule, check_steps, coarse_steps
 from .optimizers import Optimizer
 
 COARSE = ("paper", "split")
@@ -186,9 +186,8 @@ class TorchProblem:
         """Inputs and targets of the batches standing for steps ``k .. k + m - 1`` (all, or
         ``sample`` of them: :func:`pintrain.training.schedule.coarse_steps`), their number r
         and the weight m / r of each."""
-        if ks.numel() and int(ks.max()) + m > self.n_steps:
-            raise IndexError(f"step {int(ks.max()) + m - 1} is past the last training step {self.n_steps - 1}")
-        steps, weight = coarse_steps(ks.numpy(), m, self.sample if m > 1 else None)
+        check_steps(ks.numpy(), m, self.n_steps)
+        steps, weight = coarse_steps(ks.numpy(), m, self.sample)
         idx = self.table[torch.from_numpy(steps)].reshape(ks.shape[0], -1)
         return self.X[idx], self.y[idx], steps.shape[1], weight
 
@@ -196,7 +195,7 @@ class TorchProblem:
         """``sum_{j<m} grad L_{k+j}(w)`` for every row of W (B, P), in chunks of rows (estimated
         from ``sample`` of the m batches, weighted m / sample, when ``sample`` is set)."""
         if self.schedule.full_batch and m > 1:  # m identical batches: one pass, times m
-            self._batches(ks, m)  # range check
+            check_steps(ks.numpy(), m, self.n_steps)
             return m * self.gradient_sum(W, ks, 1)
         per_row = min(m, self.sample or m) * self.schedule.batch_size
         chunk = max(1, self.max_batch_samples // per_row)

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import OptionError, check_int, check_positive
 from .mlp import MLP
 from .propagators import COARSE_PROPAGATORS
-from .schedule import Schedule, coarse_steps
+from .schedule import Schedule, check_steps, coarse_steps
 
 COARSE_OPTIONS = ("max_ratio", "sample")
 
@@ -95,16 +95,12 @@ class TrainingProblem:
         )
 
     # -- pieces the propagators use ----------------------------------------------------------
-    def _check_range(self, ks: np.ndarray, m: int) -> None:
-        if ks.size and int(ks.max()) + m > self.n_steps:
-            raise IndexError(f"step {int(ks.max()) + m - 1} is past the last training step {self.n_steps - 1}")
-
     def union(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, float]:
         """Sample indices of the batches that stand for steps ``ks[i] .. ks[i] + m - 1`` (all m, or
         the ``sample`` option's r of them, :func:`coarse_steps`): ``(len(ks), r * batch_size)``, and
         the weight of each batch's loss (1, or m / r)."""
-        self._check_range(ks, m)
-        steps, weight = coarse_steps(ks, m, self.sample if m > 1 else None)
+        check_steps(ks, m, self.n_steps)
+        steps, weight = coarse_steps(ks, m, self.sample)
         return self.table[steps].reshape(ks.size, -1), weight
 
     def _data(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -114,7 +110,7 @@ class TrainingProblem:
         data set counted m times: one pass over it with the loss weighted by m, not m passes.
         """
         if self.schedule.full_batch:
-            self._check_range(ks, m)
+            check_steps(ks, m, self.n_steps)
             return self.X, self.Y, m * self._scale
         idx, weight = self.union(ks, m)
         return self.X[idx], self.Y[idx], weight * self._scale

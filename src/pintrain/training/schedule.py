@@ -79,6 +79,13 @@ class Schedule:
         }
 
 
+def check_steps(ks: np.ndarray, m: int, n_steps: int) -> None:
+    """Raise ``IndexError`` if a span of m steps from a start in ``ks`` runs past step ``n_steps - 1``."""
+    last = int(np.max(ks)) + m - 1 if np.size(ks) else -1
+    if last >= n_steps:
+        raise IndexError(f"step {last} is past the last training step {n_steps - 1}")
+
+
 def coarse_steps(ks: np.ndarray, m: int, sample: int | None = None) -> tuple[np.ndarray, float]:
     """The steps whose batches stand for the m steps from each start in ``ks``, and their weight.
 
