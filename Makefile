@@ -27,9 +27,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Regenerate the tables of the paper's numerical section (docs/reproduction.md shows them).
+# Regenerate the paper's Tables 1-16 and Figures 6-7 (docs/reproduction.md shows them; about 45 min on 2 cores).
 reproduce: $(VENV)/.installed
-	$(BIN)/pintrain reproduce --out docs/reproduction
+	$(BIN)/pintrain reproduce --jobs 2 --out docs/reproduction
 
 # Serial training vs MGRIT, and pintrain vs PyMGRIT 1.0.6 (makes .venv-pymgrit/): tables, JSON, PNG.
 bench: $(VENV)/.installed

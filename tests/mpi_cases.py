@@ -18,8 +18,8 @@ CASES = {
         lambda: model_problem("sine", steps=700, coarse="gauss-newton"),
         {"levels": 3, "cfactor": 4, "cycle": "F"},
     ),
-    "sine-paper-2level": (lambda: model_problem("sine", steps=512, coarse="paper"), {"levels": 2, "cfactor": 4}),
-    "sine-paper-diverges": (lambda: model_problem("sine", steps=4096, coarse="paper"), {"levels": 4, "cfactor": 4}),
+    "sine-union-2level": (lambda: model_problem("sine", steps=512, coarse="union"), {"levels": 2, "cfactor": 4}),
+    "sine-union-diverges": (lambda: model_problem("sine", steps=4096, coarse="union"), {"levels": 4, "cfactor": 4}),
     "torch-mlp-adam": (lambda: _torch_problem("adam", 0.01), {"levels": 3, "cfactor": 4, "tol": 1e-10}),
 }
 

@@ -108,7 +108,7 @@ def test_cli_train_under_mpiexec_prints_once_and_writes_json(tmp_path):
 def test_cli_divergence_under_mpiexec_exits_3_once(tmp_path):
     pintrain = Path(sys.executable).with_name("pintrain")
     proc = subprocess.run(
-        [MPIEXEC, "-n", "2", str(pintrain), "train", "--problem", "sine", "--coarse", "paper", "--levels", "4", "-q"],
+        [MPIEXEC, "-n", "2", str(pintrain), "train", "--problem", "sine", "--coarse", "union", "--levels", "4", "-q"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -78,7 +78,7 @@ def test_batched_steps_equal_single_steps(name):
 
 
 @pytest.mark.parametrize(
-    "name,coarse,levels", [("sgd", "paper", 3), ("momentum", "split", 3), ("adam", "paper", 2), ("adamw", "split", 3)]
+    "name,coarse,levels", [("sgd", "union", 3), ("momentum", "split", 3), ("adam", "union", 2), ("adamw", "split", 3)]
 )
 def test_mgrit_equals_serial_torch_loop(name, coarse, levels):
     p = small_problem(name, steps=192, lr=0.01 if name.startswith("adam") else 0.05)
@@ -218,7 +218,7 @@ def test_bad_optimizer_settings_are_refused():
 
 
 def test_divergence_names_the_level_and_suggests_split():
-    # linear least squares: fine steps (lr * curvature ~ 0.4) are stable, 'paper' steps of 16 lr are not
+    # linear least squares: fine steps (lr * curvature ~ 0.4) are stable, 'union' steps of 16 lr are not
     g = torch.Generator().manual_seed(0)
     X = 3 * torch.randn(120, 6, generator=g, dtype=torch.float64)
     y = X.sum(1, keepdim=True)
@@ -255,7 +255,7 @@ def test_cli_digits_mlp_prints_accuracy_for_both(capsys, tmp_path):
 
 def test_cli_refuses_options_that_do_not_apply(capsys):
     assert main(["train", "--problem", "digits-mlp", "--coarse", "gauss-newton"]) == 2
-    assert "paper' or 'split" in capsys.readouterr().err
+    assert "union' or 'split" in capsys.readouterr().err
     assert main(["train", "--problem", "xor", "--optimizer", "adam"]) == 2
     assert "torch problems" in capsys.readouterr().err
     assert main(["train", "--problem", "digits-mlp", "--steps", "0"]) == 2

@@ -36,7 +36,7 @@ def test_stable_coarse_propagator_2_to_4_levels(name, n_steps):
 
 @pytest.mark.parametrize("name", ["xor", "sine"])
 def test_papers_coarse_propagator_two_levels_and_split(name):
-    problem = model_problem(name, steps=1024, coarse="paper")
+    problem = model_problem(name, steps=1024, coarse="union")
     ref = serial_solve(problem)
     check_matches_serial(problem, ref, solve(problem, levels=2, cfactor=4, tol=TOL, max_iter=60))
     split = model_problem(name, steps=1024, coarse="split", max_ratio=4)
@@ -63,7 +63,7 @@ def test_api_train_and_compare():
 
 
 def test_divergence_names_level_and_step_and_suggests_a_fix():
-    problem = model_problem("sine", steps=4096, coarse="paper")
+    problem = model_problem("sine", steps=4096, coarse="union")
     with pytest.raises(DivergenceError) as err:
         solve(problem, levels=4, cfactor=4, tol=TOL)
     e = err.value
@@ -91,7 +91,7 @@ def test_cli_train_writes_json_and_plot(tmp_path, capsys):
 
 def test_cli_divergence_exits_3_with_message_and_no_nan_table(tmp_path, capsys):
     out = tmp_path / "div.json"
-    rc = main(["train", "--problem", "sine", "--coarse", "paper", "--levels", "4", "--json", str(out)])
+    rc = main(["train", "--problem", "sine", "--coarse", "union", "--levels", "4", "--json", str(out)])
     cap = capsys.readouterr()
     assert rc == 3
     assert "diverged" in cap.err and "level" in cap.err and "Suggestion" in cap.err

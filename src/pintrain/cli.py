@@ -38,6 +38,18 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, levels: int, cfactor: st
     g.add_argument("--nested", action="store_true", help="initial guess by nested iteration")
     g.add_argument("--norm", default="l2", choices=["l2", "inf"], help="residual norm (default l2)")
     g.add_argument("--min-coarse", type=int, default=2, help="fewest points on the coarsest grid (default 2)")
+    g.add_argument(
+        "--max-coarse",
+        type=int,
+        default=None,
+        help="coarsen until a level has at most this many steps (the paper: 10); --levels is then a cap",
+    )
+    g.add_argument(
+        "--guess",
+        choices=["initial", "zero"],
+        default="initial",
+        help="initial value of every point but 0: a copy of w_0, or zero as the paper (default initial)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> SolverOptions:
@@ -57,6 +69,8 @@ def options_from_args(args: argparse.Namespace) -> SolverOptions:
         nested=args.nested,
         norm=args.norm,
         min_coarse=args.min_coarse,
+        max_coarse=args.max_coarse,
+        guess=args.guess,
     )
 
 
@@ -126,6 +140,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 # -- pintrain train ---------------------------------------------------------------------------
 TORCH_PROBLEMS = ("digits-mlp", "digits-cnn")
+PAPER_PROBLEMS = ("paper1", "paper2")
+NUMPY_COARSE = ("union", "split", "gauss-newton", "naive", "solver1", "solver2")
 
 
 def problem_from_args(args: argparse.Namespace):
@@ -135,13 +151,24 @@ def problem_from_args(args: argparse.Namespace):
 
     if args.optimizer != "sgd" or args.dtype != "float64":
         raise PintrainError(f"--optimizer and --dtype apply to the torch problems ({', '.join(TORCH_PROBLEMS)})")
-    kwargs = {"steps": _or(args.steps, 4096), "seed": args.seed, "coarse": args.coarse or "gauss-newton"}
-    for name in ("lr", "hidden", "batch_size", "max_ratio", "sample"):
+    paper = args.problem in PAPER_PROBLEMS
+    kwargs = {"steps": _or(args.steps, 4096), "coarse": args.coarse or ("solver1" if paper else "gauss-newton")}
+    names = ["lr", "max_ratio", "sample", "alpha_growth", "alpha_max"]
+    names += ["data", "examples"] if paper else ["hidden", "batch_size", "seed"]
+    for name in names:
         value = getattr(args, name, None)
         if value is not None:
             kwargs[name] = value
+    for name, flag in (("hidden", "--hidden"), ("batch_size", "--batch-size"), ("data", "--data"),
+                       ("examples", "--examples")):  # fmt: skip
+        if getattr(args, name, None) is not None and name not in names:
+            raise PintrainError(f"{flag} does not apply to --problem {args.problem}")
+    if args.seed != 0 and paper:
+        raise PintrainError(f"--seed does not apply to {args.problem}: its data and weights are the paper's")
     if args.problem == "xor" and "batch_size" in kwargs:
         raise PintrainError("--batch-size does not apply to xor, which trains full-batch")
+    if args.problem == "paper1" and "examples" in kwargs:
+        raise PintrainError("--examples applies to paper2; paper1 has its four XOR samples")
     return model_problem(args.problem, **kwargs)
 
 
@@ -154,10 +181,13 @@ def torch_problem_from_args(args: argparse.Namespace):
         from .torch.digits import digits_problem
     except ImportError as err:
         raise PintrainError(f"--problem {args.problem} needs PyTorch: pip install 'pintrain[torch]' ({err})") from None
-    if args.coarse == "gauss-newton":
-        raise PintrainError(f"--coarse gauss-newton is for xor and sine; {args.problem} takes 'paper' or 'split'")
-    if args.hidden is not None:
-        raise PintrainError("--hidden applies to xor and sine")
+    if args.coarse not in (None, "union", "split"):
+        raise PintrainError(
+            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'"
+        )
+    for name in ("hidden", "alpha_growth", "alpha_max", "data", "examples"):
+        if getattr(args, name) is not None:
+            raise PintrainError(f"--{name.replace('_', '-')} does not apply to {args.problem}")
     hyper = {}
     if args.momentum is not None:
         hyper["momentum"] = args.momentum
@@ -170,7 +200,7 @@ def torch_problem_from_args(args: argparse.Namespace):
         optimizer=args.optimizer,
         lr=args.lr if args.lr is not None else (0.002 if args.optimizer.startswith("adam") else 0.05),
         seed=args.seed,
-        coarse=args.coarse or "paper",
+        coarse=args.coarse or "union",
         max_ratio=_or(args.max_ratio, 4),
         sample=args.sample,
         dtype=args.dtype,
@@ -247,19 +277,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- pintrain reproduce -----------------------------------------------------------------------
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce, to_markdown, write
+    from .reproduce import check_out, reproduce, to_markdown, write
 
     def progress(title: str) -> None:
         if not args.quiet:
             print(f"running: {title}", file=sys.stderr, flush=True)
 
-    record = reproduce(quick=args.quick, progress=progress)
-    if _mpi_rank() != 0:  # under mpiexec only rank 0 writes files
+    tables = None
+    if args.tables is not None:
+        tables = [t.strip().upper() if t.strip().upper().startswith("E") else _int(t) for t in args.tables.split(",")]
+    if args.jobs < 1:
+        raise PintrainError(f"--jobs={args.jobs} is not allowed: give an int >= 1")
+    rank0 = _mpi_rank() == 0
+    if rank0:
+        check_out(args.out)
+    record = reproduce(tables, quick=args.quick, jobs=args.jobs, extra=not args.no_extra, progress=progress)
+    if not rank0:  # under mpiexec only rank 0 writes files
         return EXIT_OK
     print(to_markdown(record))
-    md, js = write(record, args.out)
-    print(f"wrote {md} and {js}")
+    paths = write(record, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
     return EXIT_OK
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise PintrainError(f"--tables: {text!r} is not a table number (1-16, E1-E3)") from None
 
 
 # -- pintrain bench ---------------------------------------------------------------------------
@@ -327,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("train", help="train a model problem serially and by MGRIT, and compare")
     pt.add_argument(
         "--problem",
-        choices=["xor", "sine", *TORCH_PROBLEMS],
+        choices=["xor", "sine", *PAPER_PROBLEMS, *TORCH_PROBLEMS],
         default="xor",
-        help="model problem (default xor; digits-* need pintrain[torch])",
+        help="model problem (default xor; paper1, paper2: Schroder 2017's two; digits-* need pintrain[torch])",
     )
     pt.add_argument("--steps", type=int, default=None, help="training steps N (default 4096; digits 1000)")
     pt.add_argument("--lr", type=float, default=None, help="learning rate (default: the problem's)")
@@ -338,10 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights (default 0)")
     pt.add_argument(
         "--coarse",
-        choices=["paper", "split", "gauss-newton"],
+        choices=list(NUMPY_COARSE),
         default=None,
-        help="coarse propagator (default gauss-newton, digits: paper; 'paper' is Schroder 2017's)",
+        help="coarse propagator (default gauss-newton; paper1/2: solver1; digits: union). naive, solver1, "
+        "solver2: Schroder 2017's one step with a learning rate growing by level",
     )
+    pt.add_argument("--alpha-growth", type=float, default=None, help="solver1/2: growth per level (default 2)")
+    pt.add_argument("--alpha-max", type=float, default=None, help="naive/solver1/2: cap of the coarse learning rate")
+    pt.add_argument(
+        "--data",
+        choices=["full", "serialized"],
+        default=None,
+        help="paper1/2: all examples every step, or one example per step (default: serialized for solver2)",
+    )
+    pt.add_argument("--examples", type=int, default=None, help="paper2: number of training examples (500)")
     pt.add_argument("--max-ratio", type=int, default=None, help="split: longest sub-step in fine steps (default 4)")
     pt.add_argument(
         "--coarse-sample",
@@ -361,9 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_solver_arguments(pt, levels=3, cfactor="4", tol=1e-9)
     pt.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("reproduce", help="regenerate the paper's tables (Markdown and JSON)")
+    pr = sub.add_parser(
+        "reproduce", help="regenerate the paper's Tables 1-16 beside its numbers, and Figures 6-7 (Markdown, JSON, PNG)"
+    )
     pr.add_argument("--out", type=Path, default=Path("reproduction"), help="output folder (default ./reproduction)")
-    pr.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of a few seconds)")
+    pr.add_argument("--tables", default=None, help="comma list of tables to run, e.g. 2,3 or E1 (default: all)")
+    pr.add_argument("--quick", action="store_true", help="the first N of each table only (about 20 s)")
+    pr.add_argument("--jobs", type=int, default=1, help="cells run in this many processes (default 1)")
+    pr.add_argument("--no-extra", action="store_true", help="only the paper's tables, not pintrain's own")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     pr.set_defaults(func=cmd_reproduce)
     pb = sub.add_parser(

@@ -32,8 +32,9 @@ class Level:
 class Hierarchy:
     """Levels from fine (0) to coarsest, built from the number of fine steps and the options.
 
-    Coarsening stops at ``options.levels`` or when the next grid would have fewer than
-    ``options.min_coarse`` points.  ``print(hierarchy)`` shows the grids and the cost model.
+    Coarsening stops at ``options.levels``, when the next grid would have fewer than
+    ``options.min_coarse`` points, or at the first grid with at most ``options.max_coarse`` steps.
+    ``print(hierarchy)`` shows the grids and the cost model.
     """
 
     def __init__(self, n_steps: int, options: SolverOptions) -> None:
@@ -41,7 +42,8 @@ class Hierarchy:
         n, spacing = int(n_steps), 1
         for lvl in range(options.levels):
             cf = options.cfactor_at(lvl)
-            last = lvl == options.levels - 1 or (n // cf) + 1 < options.min_coarse
+            small = options.max_coarse is not None and n <= options.max_coarse
+            last = lvl == options.levels - 1 or (n // cf) + 1 < options.min_coarse or small
             levels.append(Level(lvl, n, spacing, 0 if last else cf))
             if last:
                 break

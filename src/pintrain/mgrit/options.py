@@ -36,6 +36,10 @@ class SolverOptions:
     first iteration's residual; the solve stops at whichever is met first.  ``divergence_factor``
     bounds growth: a residual above it times the first one, or a state on any level above it times
     ``max(1, max |u_0|)``, stops the solve with a :class:`~pintrain.errors.DivergenceError`.
+    ``max_coarse`` (optional) stops coarsening at the first level with at most that many steps
+    (Schroder 2017 coarsens until at most 10 remain); ``levels`` is then only an upper bound.
+    ``guess`` is the initial value of every point but 0: ``"initial"`` (a copy of ``u_0``) or
+    ``"zero"`` (the paper's choice).
     """
 
     levels: int = 3
@@ -48,6 +52,7 @@ class SolverOptions:
     nested: bool = False
     norm: str = "l2"
     min_coarse: int = 2
+    max_coarse: int | None = None
     guess: str = "initial"
     divergence_factor: float = 1e8
     nu: int = field(init=False, repr=False)
@@ -77,6 +82,8 @@ class SolverOptions:
         if self.norm not in NORMS:
             raise OptionError("norm", self.norm, f"one of {', '.join(map(repr, NORMS))}")
         check_int("min_coarse", self.min_coarse, 2)
+        if self.max_coarse is not None:
+            check_int("max_coarse", self.max_coarse, 1, ", or None")
         if self.guess not in GUESSES:
             raise OptionError("guess", self.guess, f"one of {', '.join(map(repr, GUESSES))}")
         check_positive("divergence_factor", self.divergence_factor)

@@ -461,6 +461,7 @@ def solve(
     *,
     rtol: float | None = None,
     min_coarse: int = 2,
+    max_coarse: int | None = None,
     guess: str = "initial",
     divergence_factor: float = 1e8,
     options: SolverOptions | None = None,
@@ -492,6 +493,7 @@ def solve(
             nested=nested,
             norm=norm,
             min_coarse=min_coarse,
+            max_coarse=max_coarse,
             guess=guess,
             divergence_factor=divergence_factor,
         )

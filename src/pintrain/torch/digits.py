@@ -74,7 +74,7 @@ def digits_problem(
     optimizer: str = "sgd",
     lr: float = 0.05,
     seed: int = 0,
-    coarse: str = "paper",
+    coarse: str = "union",
     max_ratio: int = 4,
     sample: int | None = None,
     dtype: str = "float64",

@@ -62,7 +62,7 @@ def fit(
     cfactor: int | tuple[int, ...] = 4,
     tol: float = 1e-9,
     *,
-    coarse: str = "paper",
+    coarse: str = "union",
     max_ratio: int = 4,
     sample: int | None = None,
     dtype: str | torch.dtype = "float64",
@@ -81,7 +81,7 @@ def fit(
     ``torch.optim`` optimizer's ``step()``) on a copy of the module;
     ``method="mgrit"`` solves for all of them at once with ``levels``, ``cfactor`` and ``tol`` (or
     ``options``, a full :class:`~pintrain.mgrit.SolverOptions`) and gives the same weights to the
-    tolerance.  ``coarse`` picks the coarse propagator ("paper" or "split", see
+    tolerance.  ``coarse`` picks the coarse propagator ("union" or "split", see
     :mod:`pintrain.torch.problem`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
     round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).

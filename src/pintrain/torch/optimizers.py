@@ -7,9 +7,9 @@ it in ``state["step"]``).  ``fine(S, G, k)`` is one step at global step k with g
 step's loss; it equals ``torch.optim``'s step (same formulas, same order of operations), which
 ``tests/test_torch.py`` checks against ``torch.optim`` itself.
 
-``frozen(S, G, k, m)`` is the coarse step behind the ``paper`` propagator: the m optimizer steps
+``frozen(S, G, k, m)`` is the coarse step behind the ``union`` propagator: the m optimizer steps
 from k to k + m with the gradient frozen at its value at the start, ``G`` being the mean gradient
-of the m step losses there.  For plain SGD it is Schroder's (2017) coarse step,
+of the m step losses there.  For plain SGD it is the ``union`` step
 ``w - m lr g``; for the others the optimizer's own recurrences run m times on that one gradient
 (cheap: elementwise work on P-vectors, no forward or backward pass).
 """

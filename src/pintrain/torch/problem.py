@@ -8,10 +8,10 @@ opt.step()`` would do.  Many independent states are stepped at once with ``torch
 
 Coarse steps (spacing m > 1), chosen by ``coarse``:
 
-``paper``
+``union``
     The gradient of the m step losses at the start (one pass over the union of their batches),
     frozen, and m optimizer steps with it (:meth:`Optimizer.frozen`).  For plain SGD this is
-    Schroder's (2017) coarse step ``w - m lr g``.  Cheap; like explicit Euler with m times the
+    ``w - m lr g``, the numpy backend's ``union`` step.  Cheap; like explicit Euler with m times the
     learning rate, it fails when ``m * lr`` is past the loss's stability limit.
 ``split``
     The same over sub-intervals of at most ``max_ratio`` fine steps, each with the gradient of its
@@ -38,7 +38,7 @@ from ..errors import OptionError, PintrainError, check_int
 from ..training.schedule import Schedule, check_steps, coarse_steps
 from .optimizers import Optimizer
 
-COARSE = ("paper", "split")
+COARSE = ("union", "split")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -94,7 +94,7 @@ class TorchProblem:
         optimizer: Optimizer,
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
-        coarse: str = "paper",
+        coarse: str = "union",
         max_ratio: int = 4,
         sample: int | None = None,
         max_batch_samples: int = 1 << 16,
@@ -217,7 +217,7 @@ class TorchProblem:
         with torch.no_grad():
             if m == 1:
                 return opt.fine(S, self.gradient_sum(S[:, :P], k, 1), k).numpy()
-            if self.coarse == "paper":
+            if self.coarse == "union":
                 return opt.frozen(S, self.gradient_sum(S[:, :P], k, m) / m, k, m).numpy()
             s = -(-m // self.max_ratio)
             offset = 0

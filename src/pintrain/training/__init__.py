@@ -2,6 +2,7 @@
 
 from .mlp import MLP
 from .models import MODEL_PROBLEMS, model_problem, sine_problem, xor_problem
+from .paper import TraskNetwork, paper1_problem, paper2_problem
 from .problem import TrainingProblem
 from .propagators import COARSE_PROPAGATORS
 from .schedule import Schedule
@@ -12,6 +13,9 @@ __all__ = [
     "MODEL_PROBLEMS",
     "Schedule",
     "TrainingProblem",
+    "TraskNetwork",
+    "paper1_problem",
+    "paper2_problem",
     "model_problem",
     "sine_problem",
     "xor_problem",

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import OptionError, check_int, check_positive
 from .mlp import MLP
-from .propagators import COARSE_PROPAGATORS
+from .propagators import ALPHA_GROWTH, COARSE_PROPAGATORS
 from .schedule import Schedule, check_steps, coarse_steps
 
-COARSE_OPTIONS = ("max_ratio", "sample")
+if TYPE_CHECKING:
+    from .paper import TraskNetwork
+
+COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max")
 
 
 class TrainingProblem:
@@ -24,14 +28,14 @@ class TrainingProblem:
 
     def __init__(
         self,
-        model: MLP,
+        model: MLP | TraskNetwork,
         X: np.ndarray,
         Y: np.ndarray,
         schedule: Schedule,
         lr: float,
         n_steps: int,
         w0: np.ndarray,
-        coarse: str = "paper",
+        coarse: str = "union",
         coarse_options: dict[str, Any] | None = None,
         name: str = "training",
     ) -> None:
@@ -62,16 +66,38 @@ class TrainingProblem:
         self.w0 = w0
         self.coarse = coarse
         self.coarse_options = dict(coarse_options or {})
-        for key, value in self.coarse_options.items():
-            if key not in COARSE_OPTIONS:
-                raise OptionError("coarse option", key, f"one of {', '.join(COARSE_OPTIONS)}")
-            if value is not None or key == "max_ratio":
-                check_int(key, value, 1)
+        self._check_coarse_options()
         self.sample = self.coarse_options.get("sample")
         self.name = name
         self.table = schedule.table(self.n_steps)
         self._coarse_fn = COARSE_PROPAGATORS[coarse]
         self._scale = model.loss_scale(schedule.batch_size)
+
+    def _check_coarse_options(self) -> None:
+        paper_rule = ALPHA_GROWTH.get(self.coarse) is not None
+        for key, value in self.coarse_options.items():
+            if key not in COARSE_OPTIONS:
+                raise OptionError("coarse option", key, f"one of {', '.join(COARSE_OPTIONS)}")
+            if key in ("alpha_growth", "alpha_max"):
+                if not paper_rule or (key == "alpha_growth" and self.coarse == "naive"):
+                    raise OptionError(
+                        key,
+                        value,
+                        "given only with coarse 'solver1' or 'solver2' (alpha_max also with 'naive'); "
+                        f"coarse {self.coarse!r} does not scale the learning rate by level",
+                    )
+                if value is None:
+                    continue
+                check_positive(key, value)
+                if key == "alpha_growth" and value < 1:
+                    raise OptionError(key, value, "a float >= 1 (the coarse learning rate grows with the spacing)")
+                if key == "alpha_max" and value < self.lr:
+                    raise OptionError(key, value, f"a float >= lr = {self.lr:g} (it caps the coarse learning rate)")
+                continue
+            if paper_rule and value is not None:
+                raise OptionError(key, value, f"None: coarse {self.coarse!r} takes one step on fixed data")
+            if value is not None or key == "max_ratio":
+                check_int(key, value, 1)
 
     # -- the Problem protocol ----------------------------------------------------------------
     def initial(self) -> np.ndarray:
@@ -88,11 +114,25 @@ class TrainingProblem:
 
     @property
     def divergence_hint(self) -> str:
+        if ALPHA_GROWTH.get(self.coarse) is not None:
+            return (
+                f"coarse propagator {self.coarse!r} takes one step of a learning rate that grows with the level "
+                f"(lr = {self.lr:g}, up to {self.coarse_lr(1 << 30):g}); cap it lower with alpha_max, use "
+                "alpha_growth 1.25, the stable coarse propagator 'gauss-newton', fewer levels or a smaller cfactor"
+            )
         return (
             f"coarse propagator {self.coarse!r} takes steps of m * lr on a level of spacing m "
             f"(lr = {self.lr:g}); use the stable coarse propagator 'gauss-newton', fewer levels, "
             "or a smaller cfactor"
         )
+
+    def coarse_lr(self, m: int) -> float:
+        """The learning rate of one coarse step of the paper's propagators on a level of spacing m:
+        ``min(lr * growth**log2(m), alpha_max)``."""
+        growth = self.coarse_options.get("alpha_growth") or ALPHA_GROWTH.get(self.coarse) or 1.0
+        lr = self.lr * growth ** math.log2(m) if m > 1 else self.lr
+        cap = self.coarse_options.get("alpha_max")
+        return lr if cap is None else min(lr, float(cap))
 
     # -- pieces the propagators use ----------------------------------------------------------
     def union(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, float]:
@@ -120,6 +160,20 @@ class TrainingProblem:
         estimated from r of them, weighted m / r, with the ``sample=r`` coarse option)."""
         X, Y, scale = self._data(ks, m)
         return self.model.gradient(W, X, Y, scale)
+
+    def gradient_all(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+        """The gradient of one step's loss over the whole training set, for every row."""
+        check_steps(ks, m, self.n_steps)
+        return self.model.gradient(W, self.X, self.Y, self.model.loss_scale(self.X.shape[0]))
+
+    def gradient_level(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+        """The gradient of fine step ``i = k / m``'s loss on its own batch: a level's step i trains
+        on the data of fine step i (Schroder's "serialized" data), whatever the spacing."""
+        check_steps(ks, m, self.n_steps)
+        if self.schedule.full_batch:
+            return self.model.gradient(W, self.X, self.Y, self._scale)
+        idx = self.table[np.asarray(ks, dtype=np.int64) // m]
+        return self.model.gradient(W, self.X[idx], self.Y[idx], self._scale)
 
     def gauss_newton_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
         """The Gauss-Newton Hessian of the m step losses, ``scale * J^T J`` (B, P, P)."""

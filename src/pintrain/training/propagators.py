@@ -7,10 +7,10 @@ batches, each sample weighted as in its own step; with the coarse option ``sampl
 from r of the m batches spread over the interval, weighted m / r, so that a coarse step costs
 about r fine steps of work instead of m):
 
-``paper``
-    One explicit step, ``w - lr * g(w)``: m times the learning rate over the data of the m steps
-    (Schroder 2017's choice).  Exact for m = 1; cheap; unstable once ``m * lr`` passes the
-    stability limit of gradient descent (about 2 / largest Hessian eigenvalue of the mean loss).
+``union``
+    One explicit step, ``w - lr * g(w)``: m times the learning rate over the data of the m steps.
+    Exact for m = 1; cheap; unstable once ``m * lr`` passes the stability limit of gradient
+    descent (about 2 / largest Hessian eigenvalue of the mean loss).
 
 ``split``
     The same gradient-flow step split into s equal explicit sub-steps, ``w <- w - (lr / s) g(w)``,
@@ -24,6 +24,21 @@ about r fine steps of work instead of m):
     directions instead of amplifying them, so it stays stable at any ``m * lr``.  Costs one
     Jacobian and one R x R solve per point, R the smaller of P and the number of outputs in the
     union (through the Woodbury identity when the union is the smaller): for small networks.
+
+Schroder's (2017) coarse propagators are something else: ONE step of the fine kind with a
+learning rate ``alpha(m)`` that depends on the level, ``alpha(m) = min(lr * growth**log2(m),
+alpha_max)`` (with the paper's m = 2, level l has spacing 2**l and this is its
+``min(growth**l alpha(b), alpha(max))``; coarse options ``alpha_growth`` and ``alpha_max``):
+
+``naive``
+    ``alpha(m) = lr`` on every level (growth 1), all the training data in every coarse step.
+``solver1``
+    The paper's eq. 14: growth 2, capped at ``alpha_max`` (default: no cap); all the training
+    data in every coarse step.  Eq. 18's slow rule is ``alpha_growth=1.25``.
+``solver2``
+    The paper's eq. 15: the same rate rule, and "serialized" data: coarse step i of a level
+    trains on the data of fine step i of the schedule (the single example ``(i + 1) mod K`` for
+    the paper problems' serialized schedule), not on the data of the fine steps it stands for.
 """
 
 from __future__ import annotations
@@ -39,8 +54,16 @@ if TYPE_CHECKING:
 Propagator = Callable[["TrainingProblem", np.ndarray, np.ndarray, int], np.ndarray]
 
 
-def paper(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+def union(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
     return W - problem.lr * problem.gradient_sum(W, ks, m)
+
+
+def all_data_step(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    return W - problem.coarse_lr(m) * problem.gradient_all(W, ks, m)
+
+
+def level_step(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    return W - problem.coarse_lr(m) * problem.gradient_level(W, ks, m)
 
 
 def split(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
@@ -70,4 +93,13 @@ def gauss_newton(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int
     return W - problem.lr * d
 
 
-COARSE_PROPAGATORS: dict[str, Propagator] = {"paper": paper, "split": split, "gauss-newton": gauss_newton}
+COARSE_PROPAGATORS: dict[str, Propagator] = {
+    "union": union,
+    "split": split,
+    "gauss-newton": gauss_newton,
+    "naive": all_data_step,
+    "solver1": all_data_step,
+    "solver2": level_step,
+}
+# the learning-rate growth per doubling of the spacing of the paper's propagators (None: not one of them)
+ALPHA_GROWTH: dict[str, float | None] = {"naive": 1.0, "solver1": 2.0, "solver2": 2.0}

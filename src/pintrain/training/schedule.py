@@ -17,20 +17,32 @@ class Schedule:
     any step's batch without communication, in any order.  An epoch has
     ``n_samples // batch_size`` steps (the remainder is dropped, so every batch has the same size).
     ``batch_size=None`` (or >= n_samples) is full-batch training: every step sees every sample,
-    in the original order.
+    in the original order.  ``shuffle=False`` keeps the original order in every epoch, and
+    ``offset`` shifts the whole sequence: step k takes what step ``k + offset`` would (with batch
+    size 1, no shuffling and offset 1, step k trains on sample ``(k + 1) mod n_samples``: the
+    "serialized" data of Schroder 2017, whose training runs are numbered from 1).
     """
 
-    def __init__(self, n_samples: int, batch_size: int | None = None, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        n_samples: int,
+        batch_size: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        offset: int = 0,
+    ) -> None:
         check_int("n_samples", n_samples, 1)
         if batch_size is not None:
             check_int("batch_size", batch_size, 1, ", or None for full batch")
         check_int("seed", seed, 0)
+        check_int("offset", offset, 0)
         self.n_samples = int(n_samples)
         self.full_batch = batch_size is None or batch_size >= n_samples
         self.batch_size = self.n_samples if self.full_batch else int(batch_size)
         self.steps_per_epoch = self.n_samples // self.batch_size
         self.seed = int(seed)
         self.shuffle = bool(shuffle) and not self.full_batch
+        self.offset = 0 if self.full_batch else int(offset)
         self._perm = lru_cache(maxsize=64)(self._permutation)
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -42,7 +54,7 @@ class Schedule:
         """Sample indices of step ``k`` (a 1-D array of ``batch_size`` ints)."""
         if k < 0:
             raise IndexError(f"step {k} is negative")
-        epoch, b = divmod(int(k), self.steps_per_epoch)
+        epoch, b = divmod(int(k) + self.offset, self.steps_per_epoch)
         return self._perm(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
 
     def batches(self, ks: np.ndarray, m: int = 1) -> np.ndarray:
@@ -50,7 +62,7 @@ class Schedule:
         ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         if self.full_batch:
             return np.broadcast_to(np.tile(np.arange(self.n_samples), m), (ks.size, m * self.batch_size))
-        steps = ks[:, None] + np.arange(m)[None, :]
+        steps = ks[:, None] + np.arange(m)[None, :] + self.offset
         out = np.empty((ks.size, m, self.batch_size), dtype=np.int64)
         epochs, pos = np.divmod(steps, self.steps_per_epoch)
         for epoch in np.unique(epochs):
@@ -61,12 +73,12 @@ class Schedule:
 
     def table(self, n_steps: int) -> np.ndarray:
         """Batches of steps ``0 .. n_steps - 1`` as one ``(n_steps, batch_size)`` array (row k = step k)."""
-        n_epochs = -(-int(n_steps) // self.steps_per_epoch)
+        n_epochs = -(-(int(n_steps) + self.offset) // self.steps_per_epoch)
         used = self.steps_per_epoch * self.batch_size
         rows = [self._permutation(e)[:used].reshape(self.steps_per_epoch, self.batch_size) for e in range(n_epochs)]
         if not rows:
             return np.empty((0, self.batch_size), dtype=np.int64)
-        return np.concatenate(rows)[:n_steps].astype(np.int64)
+        return np.concatenate(rows)[self.offset : self.offset + n_steps].astype(np.int64)
 
     def describe(self) -> dict:
         return {
@@ -76,6 +88,7 @@ class Schedule:
             "steps_per_epoch": self.steps_per_epoch,
             "seed": self.seed,
             "shuffle": self.shuffle,
+            "offset": self.offset,
         }
 
 
