@@ -180,3 +180,27 @@ def test_papers_cost_model_gives_its_figures():
     assert 12800 / paper_sigma(t15.paper_iterations[-1], 12, "V") == pytest.approx(6.6, abs=0.1)
     assert 12800 / paper_sigma(t14.paper_iterations[-1], 12, "F") == pytest.approx(1.6, abs=0.05)
     assert paper_sigma(1, 2, "V") == 17 and paper_sigma(2, 4, "V") == 2 * (17 + 16)
+
+
+def test_cli_trains_the_paper_problems_with_the_papers_settings(tmp_path, capsys):
+    from pintrain.cli import main
+
+    out = tmp_path / "p1.json"
+    args = ["train", "--problem", "paper1", "--coarse", "solver2", "--steps", "400", "--cfactor", "2"]
+    args += ["--levels", "64", "--max-coarse", "10", "--guess", "zero", "--cycle", "F", "--tol", "2e-8"]
+    assert main([*args, "--json", str(out)]) == 0
+    rec = __import__("json").loads(out.read_text())
+    assert rec["problem"]["name"] == "paper1" and rec["problem"]["coarse"] == "solver2"
+    assert rec["problem"]["schedule"]["batch_size"] == 1 and rec["max_abs_diff"] < 1e-6
+    assert len(rec["hierarchy"]) == 7  # 400 -> 200 -> 100 -> 50 -> 25 -> 12 -> 6
+    assert "paper1 (3-4-1 sigmoid network, 16 weights)" in capsys.readouterr().out
+    for bad, word in (
+        (["--problem", "paper1", "--examples", "50"], "--examples"),
+        (["--problem", "paper1", "--seed", "3"], "--seed"),
+        (["--problem", "xor", "--data", "full"], "--data"),
+        (["--problem", "xor", "--coarse", "union", "--alpha-max", "2"], "alpha_max"),
+        (["--problem", "digits-mlp", "--alpha-growth", "2"], "--alpha-growth"),
+        (["--problem", "digits-mlp", "--coarse", "solver1"], "union' or 'split"),
+    ):
+        assert main(["train", *bad, "--steps", "64"]) == 2, bad
+        assert word in capsys.readouterr().err, bad

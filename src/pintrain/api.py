@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DivergenceError, OptionError
+from .errors import DivergenceError, NotConvergedError, OptionError
 from .mgrit import Result, SolverOptions, serial_solve, solve
 from .mgrit.comm import resolve
 
@@ -39,8 +39,13 @@ def train(
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
+    allow_unconverged: bool = False,
 ) -> TrainingRun:
     """Train ``problem`` with ``method="serial"`` (a loop of steps) or ``"mgrit"`` (``options``).
+
+    An MGRIT solve that stops above its tolerance raises :class:`~pintrain.errors.NotConvergedError`
+    (its ``result`` is this run) unless ``allow_unconverged=True``: an unconverged answer never
+    passes for serial training's.
 
     ``problem`` is a :class:`~pintrain.training.TrainingProblem` or a
     :class:`~pintrain.torch.TorchProblem`; its ``serial_states()``, if it has one, is the serial
@@ -61,7 +66,21 @@ def train(
     res = solve(problem, options=options or SolverOptions(), callback=callback, comm=comm, gather=True)
     whole = res.first_index == 0 and res.states.shape[0] == problem.n_steps + 1
     losses = problem.losses(res.states) if whole else np.empty(0)
-    return TrainingRun("mgrit", res.states, losses, res.wall_s, res)
+    run = TrainingRun("mgrit", res.states, losses, res.wall_s, res)
+    if not res.converged and not allow_unconverged:
+        raise not_converged(res, run)
+    return run
+
+
+def not_converged(res: Result, partial: Any) -> NotConvergedError:
+    """The error for a solve that stopped above its tolerance, carrying what it reached."""
+    return NotConvergedError(
+        f"MGRIT did not converge in {res.iterations} iterations (residual {res.residuals[-1]:.3e} > tol "
+        f"{res.options.tol:g}): these weights are not serial training's. Raise max_iter, or use a stabler coarse "
+        "propagator, fewer levels or a smaller cfactor; pass allow_unconverged=True to take them anyway "
+        "(the error's .result holds them)",
+        result=partial,
+    )
 
 
 def compare(
@@ -81,7 +100,7 @@ def compare(
     mgrit: TrainingRun | None = None
     failure: DivergenceError | None = None
     try:
-        mgrit = train(problem, "mgrit", options, callback, comm=ranks)
+        mgrit = train(problem, "mgrit", options, callback, comm=ranks, allow_unconverged=True)
     except DivergenceError as err:
         failure = err
     if ranks.rank != 0:

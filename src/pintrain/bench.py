@@ -21,6 +21,7 @@ import numpy as np
 
 from .mgrit import SolverOptions, serial_solve, solve
 from .mgrit.problem import step_many
+from .outputs import save_figure
 from .peer import PeerUnavailable, describe_case, run_pintrain, run_pymgrit
 
 # The settings measured for model problem 1 (docs/performance.md): Gauss-Newton coarse steps,
@@ -300,7 +301,7 @@ def plot(record: dict[str, Any], path: str | os.PathLike) -> None:
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -6,7 +6,6 @@ Exit codes: 0 converged, 1 not converged within ``--max-iter``, 2 bad input, 3 d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -15,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import DivergenceError, PintrainError
+from . import __version__, outputs
+from .errors import DivergenceError, NotConvergedError, PintrainError
 from .mgrit import SolverOptions, describe, serial_solve, solve
 
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
@@ -92,8 +91,7 @@ def print_iteration(quiet: bool) -> Callable[[int, float], None] | None:
 def write_json(path: Path | None, record: dict) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    outputs.write_json(path, record)
     print(f"wrote {path}")
 
 
@@ -102,6 +100,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     from .problems import Dahlquist, Heat1D
 
     opts = options_from_args(args)
+    outputs.check_outputs({"--json": args.json})
     if args.problem == "heat":
         problem = Heat1D(args.steps, nx=args.nx, t_stop=args.t_stop, forcing=Heat1D.manufactured)
     else:
@@ -221,11 +220,17 @@ def describe_problem(problem) -> str:
             f"coarse propagator {d['coarse']!r}"
         )
     net = d["network"]
-    data = "full-batch GD" if sched["full_batch"] else f"SGD, {data}"
+    if sched["full_batch"]:
+        data = "full-batch GD"
+    elif sched["batch_size"] == 1 and not sched["shuffle"]:
+        data = f"GD on one example per step, in order ({sched['n_samples']} examples)"
+    else:
+        data = f"SGD, {data}"
     sizes = "-".join(map(str, net["sizes"]))
+    extra = ", ".join(f"{k} {v:g}" for k, v in d["coarse_options"].items() if v is not None)
     return (
         f"{d['name']} ({sizes} {net['hidden']} network, {net['n_params']} weights), {d['steps']} steps of {data}, "
-        f"lr {d['lr']:g}, coarse propagator {d['coarse']!r}"
+        f"lr {d['lr']:g}, coarse propagator {d['coarse']!r}{f' ({extra})' if extra else ''}"
     )
 
 
@@ -233,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .api import compare
 
     opts = options_from_args(args)
+    outputs.check_outputs({"--json": args.json, "--plot": args.plot})
     problem = problem_from_args(args)
     quiet = args.quiet
     if not quiet:
@@ -277,7 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- pintrain reproduce -----------------------------------------------------------------------
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import check_out, reproduce, to_markdown, write
+    from .reproduce import reproduce, to_markdown, write
 
     def progress(title: str) -> None:
         if not args.quiet:
@@ -290,7 +296,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise PintrainError(f"--jobs={args.jobs} is not allowed: give an int >= 1")
     rank0 = _mpi_rank() == 0
     if rank0:
-        check_out(args.out)
+        outputs.check_folder(args.out, "--out")
     record = reproduce(tables, quick=args.quick, jobs=args.jobs, extra=not args.no_extra, progress=progress)
     if not rank0:  # under mpiexec only rank 0 writes files
         return EXIT_OK
@@ -324,6 +330,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise PintrainError(f"--repeat={args.repeat} is not allowed: give an int >= 1")
 
+    if _mpi_rank() == 0:
+        outputs.check_folder(args.out, "--out")
+
     def progress(what: str) -> None:
         if not args.quiet:
             print(f"running: {what}", file=sys.stderr, flush=True)
@@ -342,7 +351,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_OK
     record["command"] = " ".join(["pintrain", *args.argv])
     print(bench.tables(record))
-    args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "bench.json", record)
     bench.plot(record, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.png'}")
@@ -473,6 +481,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rank == 0:
             print(f"pintrain: diverged: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+    except NotConvergedError as err:
+        if rank == 0:
+            print(f"pintrain: not converged: {err}", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
     except PintrainError as err:
         if rank == 0:
             print(f"pintrain: error: {err}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .outputs import save_figure
+
 
 def plot_comparison(record: dict[str, Any], path: Path) -> None:
     """Residual history (left) and the serial and MGRIT loss curves (right) of a ``compare`` record."""
@@ -29,6 +31,5 @@ def plot_comparison(record: dict[str, Any], path: Path) -> None:
     ax_l.set_title(f"{record['problem']['name']}: loss curves")
     ax_l.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)

@@ -16,7 +16,6 @@ paper's, and, beside them, pintrain's own critical-path count (:class:`pintrain.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DivergenceError, OptionError, PintrainError
+from .errors import DivergenceError, OptionError
 from .mgrit import Hierarchy, SolverOptions, serial_solve, solve
+from .outputs import check_folder, save_figure, write_json, write_text
 from .training import model_problem
 
 MAX_ITER = 50  # the paper's cap ("50+")
@@ -399,7 +399,7 @@ def plot_figures(record: dict[str, Any], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"figure{number}.png"
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -409,37 +409,13 @@ def _nan(values: list[float | None]) -> list[float]:
     return [float("nan") if v is None else v for v in values]
 
 
-def check_out(out: Path) -> None:
-    """Make ``out`` and check it is writable before any work (a clear error, not a late traceback)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".pintrain-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise PintrainError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-
-
 def write(record: dict[str, Any], out: Path) -> list[Path]:
     """``tables.md``, ``tables.json`` and the figures into ``out`` (each written whole, then renamed)."""
-    check_out(out)
+    check_folder(out, "--out")
     md, js = out / "tables.md", out / "tables.json"
-    for path, text in ((md, to_markdown(record)), (js, json.dumps(_json_ready(record), indent=1))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_text(md, to_markdown(record))
+    write_json(js, record)
     return [md, js, *plot_figures(record, out)]
-
-
-def _json_ready(obj: Any) -> Any:
-    """NaN/inf become null: the JSON stays valid."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_ready(v) for v in obj]
-    return obj
 
 
 __all__ = ["EXTRA_TABLES", "PAPER_TABLES", "TableSpec", "paper_sigma", "reproduce", "to_markdown", "write"]

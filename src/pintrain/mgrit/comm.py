@@ -134,7 +134,11 @@ def resolve(comm: Any = None) -> SerialComm | MPIComm:
         comm = MPI.COMM_WORLD
     if isinstance(comm, SerialComm | MPIComm):
         return comm
-    if comm == "serial":
+    if isinstance(comm, str) and comm == "serial":
         return SerialComm()
+    if not all(callable(getattr(comm, name, None)) for name in ("Get_rank", "Get_size", "Sendrecv", "Allreduce")):
+        from ..errors import OptionError
+
+        raise OptionError("comm", comm, 'None, "serial" or an mpi4py communicator (e.g. MPI.COMM_WORLD)')
     wrapped = MPIComm(comm)
     return wrapped if wrapped.size > 1 else SerialComm()

@@ -97,6 +97,16 @@ class Hierarchy:
         work, path = cyc(0, cycle)
         return {"work": work, "critical_path": path, "serial": float(self.n_steps)}
 
+    def memory_bytes(self, state_size: int, itemsize: int = 8) -> int:
+        """Bytes of the level arrays one process holds: every level's states, the FAS right-hand
+        sides of the coarse levels, the cached propagations at the C-points, and the temporaries of
+        the largest batched step (about one C-point's worth of rows)."""
+        rows = 0
+        for lev in self.levels:
+            cf = max(lev.cfactor, 1)
+            rows += lev.n_points * (2 if lev.index > 0 else 1) + 2 * (lev.n_points // cf + 1)
+        return rows * state_size * itemsize
+
     def table(self, nu: int = 1, cycle: str = "V") -> str:
         rows = ["level   points  spacing  cfactor", "-----  -------  -------  -------"]
         for lev in self.levels:

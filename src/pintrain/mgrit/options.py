@@ -12,6 +12,7 @@ RELAX_PATTERN = re.compile(r"^F(?:CF)*$|^F\(CF\)\^(\d+)$")
 CYCLES = ("V", "F")
 NORMS = ("l2", "inf")
 GUESSES = ("zero", "initial")
+MAX_NU = 100
 
 
 def parse_relax(relax: str) -> int:
@@ -22,9 +23,10 @@ def parse_relax(relax: str) -> int:
     match = RELAX_PATTERN.match(text)
     if match is None:
         raise OptionError("relax", relax, 'one of "F", "FCF", "FCFCF", ... or "F(CF)^nu" with nu >= 0')
-    if match.group(1) is not None:
-        return int(match.group(1))
-    return (len(text) - 1) // 2
+    nu = int(match.group(1)) if match.group(1) is not None else (len(text) - 1) // 2
+    if nu > MAX_NU:
+        raise OptionError("relax", relax, f"F(CF)^nu with nu <= {MAX_NU} (each CF sweep costs a full pass)")
+    return nu
 
 
 @dataclass(frozen=True)

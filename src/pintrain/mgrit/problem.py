@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import ProblemError, check_memory
+
 Array = np.ndarray
 
 
@@ -27,14 +29,37 @@ class Problem(Protocol):
 
 
 def step_many(problem: Problem, U: Array, ks: Array, m: int) -> Array:
-    """Propagate every row of ``U`` from its fine point in ``ks`` over ``m`` steps (batched if possible)."""
+    """Propagate every row of ``U`` from its fine point in ``ks`` over ``m`` steps (batched if possible).
+
+    The problem's answer is checked (:func:`checked`): an array of exactly ``U``'s shape and a
+    real dtype, or :class:`~pintrain.errors.ProblemError` naming the problem and the step."""
     fn = getattr(problem, "step_many", None)
     if fn is not None:
-        return np.asarray(fn(U, ks, m), dtype=U.dtype).reshape(U.shape)
+        return checked(problem, fn(U, ks, m), U.shape, U.dtype, int(ks[0]) if len(ks) else 0, m, "step_many")
     out = np.empty_like(U)
     for i in range(U.shape[0]):
-        out[i] = problem.step(U[i], int(ks[i]), m)
+        out[i] = checked(problem, problem.step(U[i], int(ks[i]), m), U.shape[1:], U.dtype, int(ks[i]), m)
     return out
+
+
+def checked(problem: Problem, value: object, shape: tuple[int, ...], dtype: np.dtype, k: int, m: int,
+            method: str = "step") -> Array:  # fmt: skip
+    """``value`` as a real array of ``shape``, or a :class:`ProblemError` that says what is wrong.
+
+    Nothing is broadcast or cast silently: a scalar for a vector state, a complex, object or
+    string result, ``None`` and a wrong shape are refused (an integer result is converted)."""
+    what = f"{type(problem).__name__}.{method}(..., k={k}, m={m})"
+    if value is None:
+        raise ProblemError(f"{what} returned None; it must return the new state(s) as an array of shape {shape}")
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise ProblemError(
+            f"{what} returned an array of dtype {arr.dtype}; the state must be real (float)"
+            + (": a complex state would lose its imaginary part" if arr.dtype.kind == "c" else "")
+        )
+    if arr.shape != tuple(shape):
+        raise ProblemError(f"{what} returned shape {arr.shape}; expected {tuple(shape)}, the shape of its input")
+    return arr if arr.dtype == dtype else arr.astype(dtype)
 
 
 def serial_solve(problem: Problem, m: int = 1) -> Array:
@@ -44,8 +69,10 @@ def serial_solve(problem: Problem, m: int = 1) -> Array:
     """
     u = np.asarray(problem.initial(), dtype=float).ravel()
     n = problem.n_steps // m
+    what = f"the serial run's {n + 1} states of {u.size} values"
+    check_memory((n + 1) * u.size * u.itemsize, what, "use fewer steps")
     out = np.empty((n + 1, u.size), dtype=u.dtype)
     out[0] = u
     for j in range(n):
-        out[j + 1] = problem.step(out[j], j * m, m)
+        out[j + 1] = checked(problem, problem.step(out[j], j * m, m), u.shape, u.dtype, j * m, m)
     return out

@@ -13,6 +13,7 @@ small levels are gathered to rank 0.  With one process every communication is th
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -20,25 +21,30 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DivergenceError, OptionError, check_int
+from ..errors import DivergenceError, OptionError, check_int, check_memory
 from .comm import resolve
 from .hierarchy import Hierarchy
 from .layout import Layout
 from .options import SolverOptions
-from .problem import Problem, step_many
+from .problem import Problem, checked, step_many
 from .result import Result
 
 
 class _Solver:
     def __init__(self, problem: Problem, options: SolverOptions, comm: Any = None) -> None:
+        u0 = _initial_state(problem)
         self.problem = problem
         self.opt = options
         self.comm = resolve(comm)
         self.hier = Hierarchy(problem.n_steps, options)
         self.layout = Layout(self.hier, self.comm.rank, self.comm.size)
-        u0 = _initial_state(problem)
         self.u0 = u0
         d = u0.size
+        check_memory(
+            self.hier.memory_bytes(d, u0.dtype.itemsize) // self.comm.size,
+            f"MGRIT over {problem.n_steps} steps of a state of {d} values ({len(self.hier)} levels)",
+            "use fewer steps, more MPI ranks, or float32 states where the problem offers them",
+        )
         n_lev = len(self.hier)
         self.U = [np.empty((self.layout[lvl].n_rows, d), dtype=u0.dtype) for lvl in range(n_lev)]
         self.G: list[np.ndarray | None] = [None] + [
@@ -52,6 +58,7 @@ class _Solver:
         self.step_counts = [0] * n_lev
         self.iteration = 0
         self.alone = False  # True while rank 0 works on the levels it holds alone
+        self.origin: tuple[int, int] | None = None  # (level, fine step) of the first step that made a NaN/inf
         self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
 
     # -- index helpers -----------------------------------------------------------------------
@@ -75,9 +82,24 @@ class _Solver:
     def prop(self, lvl: int, js: np.ndarray) -> np.ndarray:
         """Propagate level ``lvl``'s points ``js`` (global) one step of that level (one batched call)."""
         lev = self.hier[lvl]
-        self.step_counts[lvl] += js.size
         rows = self.U[lvl][js - self.layout[lvl].base]
-        return step_many(self.problem, rows, js * lev.spacing, lev.spacing)
+        return self.steps(lvl, rows, js * lev.spacing)
+
+    def steps(self, lvl: int, rows: np.ndarray, ks: np.ndarray) -> np.ndarray:
+        """One step of level ``lvl`` for every row, from fine points ``ks``: counted, and the first
+        non-finite value a step makes from a finite state noted (:meth:`note_origin`)."""
+        m = self.hier[lvl].spacing
+        out = step_many(self.problem, rows, ks, m)
+        self.step_counts[lvl] += rows.shape[0]
+        if not math.isfinite(float(np.sum(out))):
+            self.note_origin(lvl, rows, out, ks)
+        return out
+
+    def note_origin(self, lvl: int, rows: np.ndarray, out: np.ndarray, ks: np.ndarray) -> None:
+        """Remember the first step (in time, on this rank) that turned a finite state non-finite."""
+        made = ~np.isfinite(out).all(axis=-1) & np.isfinite(rows).all(axis=-1)
+        if self.origin is None and made.any():
+            self.origin = (lvl, int(ks[int(np.argmax(made))]))
 
     def _add_g(self, lvl: int, js: np.ndarray, values: np.ndarray) -> np.ndarray:
         G = self.G[lvl]
@@ -97,8 +119,7 @@ class _Solver:
             src = slice(first - base, first - base + (n - 1) * cf + 1, cf)
             dst = slice(src.start + 1, src.stop + 1, cf)
             ks = (first + cf * np.arange(n, dtype=np.int64)) * lev.spacing
-            values = step_many(self.problem, U[src], ks, lev.spacing)
-            self.step_counts[lvl] += n
+            values = self.steps(lvl, U[src], ks)
             if G is None:
                 U[dst] = values
             else:
@@ -146,6 +167,8 @@ class _Solver:
             Uc[cpts // cf - cpart.base] = values
             self.exchange_ghost(coarse)
         else:  # the coarse level lives on rank 0: gather the C-point values and fine parts there
+            # a NaN/inf made on this level is reported where it arose, before rank 0 sees it downstream
+            self.raise_collective(self.origin_error() if self.origin is not None else None)
             if cpts.size and cpts[0] == 0:
                 fine_part = np.concatenate([np.zeros_like(values[:1]), fine_part])
             counts = self.layout[lvl].multiples(cf)
@@ -188,9 +211,12 @@ class _Solver:
         on row views, without the batching machinery, since nothing here is independent."""
         U, G = self.U[lvl], self.G[lvl]
         spacing = self.hier[lvl].spacing
-        step = self.problem.step
+        problem, step, shape, dtype = self.problem, self.problem.step, U.shape[1:], U.dtype
         for j in range(1, U.shape[0]):
-            value = step(U[j - 1], (j - 1) * spacing, spacing)
+            k = (j - 1) * spacing
+            value = checked(problem, step(U[j - 1], k, spacing), shape, dtype, k, spacing)
+            if self.origin is None and not math.isfinite(float(np.sum(value))):
+                self.note_origin(lvl, U[j - 1 : j], value[None], np.array([k]))
             U[j] = value if G is None else value + G[j]
         self.step_counts[lvl] += U.shape[0] - 1
         self.fresh[lvl] = True
@@ -272,7 +298,10 @@ class _Solver:
         return peak * math.sqrt(self.comm.allreduce_sum(local))  # scaled: no overflow before inf
 
     def locate_bad(self, lvl: int) -> DivergenceError | None:
-        """The first of this rank's states on ``lvl`` that is non-finite or past the growth bound."""
+        """Where this rank's first non-finite value arose (the step that made it), else the first
+        of its states on ``lvl`` that is non-finite or past the growth bound."""
+        if self.origin is not None:
+            return self.origin_error()
         part = self.layout[lvl]
         U = self.owned(lvl)
         if U.shape[0] == 0:
@@ -289,6 +318,32 @@ class _Solver:
             "the size of the initial state"
         )
         return self.divergence(lvl, part.lo + i, f"the state {what}")
+
+    def origin_error(self) -> DivergenceError:
+        assert self.origin is not None
+        lvl, k = self.origin
+        rank = f" (rank {self.comm.rank})" if self.comm.size > 1 else ""
+        m = self.hier[lvl].spacing
+        if lvl == 0:
+            what = f"the fine step from fine point {k}{rank} returned a non-finite value (NaN or inf) from a finite "
+            what += "state"
+            hint = (
+                "the problem's own fine step produced it: serial training from that state would too (check the "
+                "learning rate, the data and the step); if serial training stays finite, MGRIT's intermediate "
+                f"iterates strayed there: {self.hint()}"
+            )
+        else:
+            what = (
+                f"the coarse step of level {lvl} (spacing {m}) from fine point {k}{rank} returned a non-finite "
+                "value (NaN or inf) from a finite state"
+            )
+            hint = self.hint()
+        return DivergenceError(
+            f"MGRIT diverged in iteration {self.iteration}: {what}. Suggestion: {hint}.",
+            iteration=self.iteration,
+            level=lvl,
+            step=k,
+        )
 
     def divergence(self, lvl: int, j: int, what: str, residuals: list[float] | None = None) -> DivergenceError:
         lev = self.hier[lvl]
@@ -437,8 +492,16 @@ def _error_from_info(info: dict[str, Any]) -> DivergenceError:
 
 
 def _initial_state(problem: Problem) -> np.ndarray:
+    if problem is None or not all(callable(getattr(problem, name, None)) for name in ("initial", "step")):
+        raise OptionError(
+            "problem",
+            type(problem).__name__,
+            "an object with n_steps, initial() and step(u, k, m) (the pintrain.mgrit.Problem protocol)",
+        )
     check_int("problem.n_steps", getattr(problem, "n_steps", None), 1, " (the number of fine time steps)")
     u0 = np.asarray(problem.initial())
+    if u0.dtype.kind not in "fiu":
+        raise OptionError("problem.initial()", f"an array of dtype {u0.dtype}", "a real (float) array")
     if u0.ndim != 1 or u0.size == 0:
         raise OptionError("problem.initial()", f"array of shape {u0.shape}", "a non-empty 1-D array")
     if not np.issubdtype(u0.dtype, np.floating):
@@ -481,7 +544,20 @@ def solve(
     Raises :class:`~pintrain.errors.OptionError` for a bad setting before any work,
     :class:`~pintrain.errors.DivergenceError` (on every rank) when states turn non-finite or blow up.
     """
-    if options is None:
+    if options is not None:
+        if not isinstance(options, SolverOptions):
+            raise OptionError("options", type(options).__name__, "a SolverOptions, or None with keyword settings")
+        given = {
+            "levels": levels, "cfactor": cfactor, "relax": relax, "cycle": cycle, "tol": tol, "max_iter": max_iter,
+            "nested": nested, "norm": norm, "rtol": rtol, "min_coarse": min_coarse, "max_coarse": max_coarse,
+            "guess": guess, "divergence_factor": divergence_factor,
+        }  # fmt: skip
+        mixed = [k for k, v in given.items() if v != _DEFAULTS[k]]
+        if mixed:
+            raise OptionError(
+                "options", "given with " + ", ".join(mixed), "given alone: put every setting in the SolverOptions"
+            )
+    else:
         options = SolverOptions(
             levels=levels,
             cfactor=tuple(cfactor) if isinstance(cfactor, list) else cfactor,
@@ -504,6 +580,12 @@ def solve(
         return solver.run(callback, gather)
     except (DivergenceError, OptionError):
         raise  # raised identically on every rank: no rank is left waiting
+    except KeyboardInterrupt:  # Ctrl-C under mpiexec reaches every rank: a line, not a traceback per rank
+        import sys
+
+        print(f"pintrain: rank {solver.comm.rank} of {solver.comm.size}: interrupted", file=sys.stderr, flush=True)
+        solver.comm.abort(130)
+        raise
     except BaseException as err:  # anything else on one rank would leave the others waiting forever
         import sys
         import traceback
@@ -517,6 +599,13 @@ def solve(
         sys.stderr.flush()
         solver.comm.abort(1)
         raise
+
+
+_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(solve).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
 
 
 def describe(n_steps: int, options: SolverOptions) -> str:

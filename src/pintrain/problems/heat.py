@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import check_int, check_positive
+from ..errors import check_int, check_memory, check_positive
 
 
 def _default_init(x: np.ndarray) -> np.ndarray:
@@ -36,6 +36,8 @@ class Heat1D:
         check_int("nx", nx, 2, " (interior grid points)")
         check_positive("a", a)
         check_positive("t_stop", t_stop)
+        # a few dense nx x nx matrices (L, and the inverse of each spacing's system)
+        check_memory(4 * 8 * int(nx) ** 2, f"Heat1D with nx = {nx}", "use a smaller nx")
         self.n_steps = int(n_steps)
         self.nx = int(nx)
         self.a = float(a)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..api import not_converged
 from ..errors import OptionError
 from ..mgrit import Result, SolverOptions, solve
 from .optimizers import make_optimizer
@@ -69,6 +70,7 @@ def fit(
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
+    allow_unconverged: bool = False,
     **optimizer_kwargs: Any,
 ) -> FitResult:
     """Train ``model`` on ``(X, y)`` for ``steps`` optimizer steps, by MGRIT or serially.
@@ -85,7 +87,9 @@ def fit(
     :mod:`pintrain.torch.problem`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
     round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).
-    The module given is not changed: ``FitResult.model`` is a trained copy.
+    The module given is not changed: ``FitResult.model`` is a trained copy.  An MGRIT solve that
+    stops above ``tol`` raises :class:`~pintrain.errors.NotConvergedError` (its ``result`` is the
+    FitResult reached) unless ``allow_unconverged=True``.
     """
     if method not in ("serial", "mgrit"):
         raise OptionError("method", method, '"serial" or "mgrit"')
@@ -116,7 +120,10 @@ def fit(
         states, wall, final = res.states, res.wall_s, res.final_state
     whole = res is None or (res.first_index == 0 and states.shape[0] == steps + 1)
     losses = problem.step_losses(states) if whole else np.empty(0)
-    return FitResult(problem.model_at(final), losses, states, res, wall, method, problem)
+    out = FitResult(problem.model_at(final), losses, states, res, wall, method, problem)
+    if res is not None and not res.converged and not allow_unconverged:
+        raise not_converged(res, out)
+    return out
 
 
 def accuracy(model: nn.Module, X: Any, y: Any) -> float:

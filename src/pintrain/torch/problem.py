@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..errors import OptionError, PintrainError, check_int
+from ..errors import OptionError, PintrainError, check_int, check_memory
 from ..training.schedule import Schedule, check_steps, coarse_steps
 from .optimizers import Optimizer
 
@@ -139,6 +139,9 @@ class TorchProblem:
         self.name = name
         self.test_data = test_data
         self.schedule = Schedule(X.shape[0], batch_size, seed)
+        check_memory(
+            self.n_steps * self.schedule.batch_size * 8, f"the batch table of {self.n_steps} steps", "use fewer steps"
+        )
         self.table = torch.from_numpy(self.schedule.table(self.n_steps))
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, check_int
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -53,9 +53,12 @@ class MLP:
     loss: str = "mse"
 
     def __post_init__(self) -> None:
-        sizes = tuple(int(s) for s in self.sizes)
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise OptionError("sizes", self.sizes, "at least two layer widths, each >= 1")
+        sizes = tuple(self.sizes)
+        if len(sizes) < 2:
+            raise OptionError("sizes", self.sizes, "at least two layer widths, each an int >= 1")
+        for s in sizes:
+            check_int("sizes", s, 1, " (layer widths)")
+        sizes = tuple(int(s) for s in sizes)
         object.__setattr__(self, "sizes", sizes)
         for name in ("hidden", "output"):
             if getattr(self, name) not in ACTIVATIONS:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, check_int
 from .mlp import MLP
 from .paper import paper1_problem, paper2_problem
 from .problem import TrainingProblem
@@ -27,6 +27,8 @@ def xor_problem(
     1/2 sum of squared errors, lr = 1, weights uniform in [-1, 1]."""
     X = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     Y = np.array([0.0, 1.0, 1.0, 0.0])
+    check_int("seed", seed, 0)
+    check_int("hidden", hidden, 1)
     model = MLP((3, hidden, 1), hidden="sigmoid", output="sigmoid", bias=False, loss="sse")
     w0 = model.init(np.random.default_rng(seed), "uniform")
     return TrainingProblem(model, X, Y, Schedule(4, None, seed), lr, steps, w0, coarse, coarse_options, name="xor")
@@ -45,6 +47,9 @@ def sine_problem(
     """A 1-8-1 tanh network (linear output, biases) fits y = sin(x) from
     ``n_samples`` points drawn uniformly from [-pi, pi] by mini-batch SGD (batch 4, reshuffled each
     epoch) on the mean squared error, lr = 0.05, Glorot-uniform weights."""
+    check_int("seed", seed, 0)
+    check_int("hidden", hidden, 1)
+    check_int("n_samples", n_samples, 1)
     rng = np.random.default_rng(seed)
     X = rng.uniform(-np.pi, np.pi, (n_samples, 1))
     Y = np.sin(X)

@@ -204,6 +204,7 @@ def paper1_problem(
     Weights as the appendix (``seed`` 1 is the paper's).  ``alpha_max`` caps the coarse learning
     rate of ``naive``/``solver1``/``solver2`` (the paper's 8; None: no cap)."""
     check_positive("lr", lr)
+    check_int("seed", seed, 0)
     data = _data_for(coarse, data)
     net = TraskNetwork((3, 4, 1))
     w0 = net.flat(list(xor_appendix_weights(seed)))
@@ -227,6 +228,7 @@ def paper2_problem(
     ``randn(in, out) * 0.2 - 0.1`` per layer from the same generator, as Trask's tutorial;
     ``alpha_max`` as for :func:`paper1_problem` (the paper's 0.2)."""
     check_int("examples", examples, 1)
+    check_int("seed", seed, 0)
     data = _data_for(coarse, data)
     X, Y, rs = addition_data(examples, 12, seed)
     net = TraskNetwork((24, 128, 64, 12))

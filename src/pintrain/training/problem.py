@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import OptionError, check_int, check_positive
+from ..errors import OptionError, check_int, check_memory, check_positive
 from .mlp import MLP
 from .propagators import ALPHA_GROWTH, COARSE_PROPAGATORS
 from .schedule import Schedule, check_steps, coarse_steps
@@ -69,7 +69,10 @@ class TrainingProblem:
         self._check_coarse_options()
         self.sample = self.coarse_options.get("sample")
         self.name = name
-        self.table = schedule.table(self.n_steps)
+        if not schedule.full_batch:  # full batch: every step takes all samples, no table needed
+            need = self.n_steps * schedule.batch_size * 8
+            check_memory(need, f"the batch table of {n_steps} steps", "use fewer steps")
+        self.table = np.empty((0, 0), dtype=np.int64) if schedule.full_batch else schedule.table(self.n_steps)
         self._coarse_fn = COARSE_PROPAGATORS[coarse]
         self._scale = model.loss_scale(schedule.batch_size)
 
@@ -119,6 +122,12 @@ class TrainingProblem:
                 f"coarse propagator {self.coarse!r} takes one step of a learning rate that grows with the level "
                 f"(lr = {self.lr:g}, up to {self.coarse_lr(1 << 30):g}); cap it lower with alpha_max, use "
                 "alpha_growth 1.25, the stable coarse propagator 'gauss-newton', fewer levels or a smaller cfactor"
+            )
+        if self.coarse == "gauss-newton":
+            return (
+                f"coarse propagator 'gauss-newton' linearises the loss over a level's spacing; at lr = {self.lr:g} "
+                "MGRIT's iterates left the region where that linearisation holds: use fewer levels, a smaller "
+                "cfactor, nested iteration (--nested) or a smaller lr"
             )
         return (
             f"coarse propagator {self.coarse!r} takes steps of m * lr on a level of spacing m "

@@ -84,13 +84,33 @@ def gauss_newton(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int
         K = np.matmul(J, Jt)
         K *= c
         K += np.eye(R)
-        d = s * np.matmul(Jt, np.linalg.solve(K, r[:, :, None]))[:, :, 0]
+        d = s * np.matmul(Jt, _solve_rows(K, r[:, :, None]))[:, :, 0]
     else:
         A = np.matmul(Jt, J)
         A *= c
         A += np.eye(P)
-        d = np.linalg.solve(A, s * np.matmul(Jt, r[:, :, None]))[:, :, 0]
+        d = _solve_rows(A, s * np.matmul(Jt, r[:, :, None]))[:, :, 0]
     return W - problem.lr * d
+
+
+def _solve_rows(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``solve(A[i], b[i])`` for every row; a row whose system is not finite or numerically singular
+    (I + c J^T J is symmetric positive definite, so only weights that have blown up make it so) gets
+    NaN, which the solver reports as a divergence at that level and step, instead of one bad row
+    failing the whole batch with a LinAlgError."""
+    ok = np.isfinite(A).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
+    out = np.full(b.shape, np.nan)
+    if ok.all():
+        try:
+            return np.linalg.solve(A, b)
+        except np.linalg.LinAlgError:
+            pass
+    for i in np.flatnonzero(ok):
+        try:
+            out[i] = np.linalg.solve(A[i], b[i])
+        except np.linalg.LinAlgError:
+            continue
+    return out
 
 
 COARSE_PROPAGATORS: dict[str, Propagator] = {
