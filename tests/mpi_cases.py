@@ -1,7 +1,24 @@
 """Problems and options run both in one process and under mpiexec (tests/test_mpi.py)."""
 
+import numpy as np
+
 from pintrain.problems import Dahlquist, Heat1D
 from pintrain.training import model_problem
+
+
+class FineNaN(Dahlquist):
+    """The fine step from point ``bad`` returns NaN: reported there (level 0, step bad) at any rank count."""
+
+    bad = 400
+
+    def step_many(self, U, ks, m):
+        out = super().step_many(U, ks, m)
+        out[(np.asarray(ks) == self.bad) & (m == 1)] = np.nan
+        return out
+
+    def step(self, u, k, m):
+        return self.step_many(u[None], np.array([k]), m)[0]
+
 
 CASES = {
     "dahlquist-uneven": (lambda: Dahlquist(517, lam=-1.0, t_stop=5.0), {"levels": 3, "cfactor": 4}),
@@ -20,6 +37,7 @@ CASES = {
     ),
     "sine-union-2level": (lambda: model_problem("sine", steps=512, coarse="union"), {"levels": 2, "cfactor": 4}),
     "sine-union-diverges": (lambda: model_problem("sine", steps=4096, coarse="union"), {"levels": 4, "cfactor": 4}),
+    "fine-nan-at-400": (lambda: FineNaN(1024, lam=-1.0), {"levels": 3, "cfactor": 4}),
     "torch-mlp-adam": (lambda: _torch_problem("adam", 0.01), {"levels": 3, "cfactor": 4, "tol": 1e-10}),
 }
 

@@ -1,10 +1,13 @@
 """Run under mpiexec: solve every case of mpi_cases.CASES on COMM_WORLD; rank 0 writes the results.
 
 mpiexec -n P python tests/mpi_driver.py OUT.json         # all cases
-mpiexec -n P python tests/mpi_driver.py --fail-rank R     # rank R raises inside a step
+mpiexec -n P python tests/mpi_driver.py --fail-rank R [AT [raise|kill]]
+                                        # rank R raises (or is killed) at its AT-th fine batched step
 """
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,13 +24,19 @@ from pintrain.problems import Dahlquist  # noqa: E402
 
 
 class FailsOnRank(Dahlquist):
-    def __init__(self, rank):
+    """Rank ``rank`` fails at its ``at``-th fine batched step: raises, or kills itself (SIGKILL)."""
+
+    def __init__(self, rank, at=1, how="raise"):
         super().__init__(256)
-        self.fail_rank = rank
+        self.fail_rank, self.at, self.how, self.calls = rank, at, how, 0
 
     def step_many(self, U, ks, m):
         if MPI.COMM_WORLD.Get_rank() == self.fail_rank and m == 1 and ks.size > 2:
-            raise RuntimeError("a step failed on purpose")
+            self.calls += 1
+            if self.calls >= self.at:
+                if self.how == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError("a step failed on purpose")
         return super().step_many(U, ks, m)
 
 
@@ -36,8 +45,11 @@ def main():
 
     faulthandler.dump_traceback_later(20, exit=True)
     comm = MPI.COMM_WORLD
-    if sys.argv[1] == "--fail-rank":
-        solve(FailsOnRank(int(sys.argv[2])), levels=3, cfactor=4)
+    if sys.argv[1] == "--fail-rank":  # --fail-rank R [AT [raise|kill]]
+        extra = sys.argv[3:]
+        at = int(extra[0]) if extra else 1
+        how = extra[1] if len(extra) > 1 else "raise"
+        solve(FailsOnRank(int(sys.argv[2]), at, how), levels=3, cfactor=4, tol=1e-14, max_iter=30)
         return
     out = {}
     for name, (make, opts) in CASES.items():

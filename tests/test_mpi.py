@@ -89,6 +89,21 @@ def test_a_rank_that_raises_ends_the_job_with_its_message():
     assert "rank 1 of 3 failed" in proc.stderr and "a step failed on purpose" in proc.stderr
 
 
+@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_rank_that_fails_at_a_random_iteration_ends_the_job_in_seconds(n, how):
+    rng = np.random.default_rng(n + (how == "kill"))
+    rank, at = int(rng.integers(0, n)), int(rng.integers(2, 12))  # a random rank, at a random fine sweep
+    t0 = time.monotonic()
+    proc = mpirun(n, HERE / "mpi_driver.py", "--fail-rank", rank, at, how, timeout=60)
+    assert time.monotonic() - t0 < 30, "the other ranks must not wait for the failed one"
+    assert proc.returncode != 0
+    if how == "raise":
+        assert f"rank {rank} of {n} failed" in proc.stderr and "a step failed on purpose" in proc.stderr
+    else:  # a killed process says nothing; mpiexec names it and ends the others
+        assert "BAD TERMINATION" in proc.stdout + proc.stderr and "signal 9" in proc.stdout + proc.stderr
+
+
 def test_cli_train_under_mpiexec_prints_once_and_writes_json(tmp_path):
     out = tmp_path / "run.json"
     pintrain = Path(sys.executable).with_name("pintrain")
@@ -149,3 +164,11 @@ def test_cli_solve_under_mpiexec_matches_serial_once():
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("converged")]
     assert len(lines) == 1
     assert float(lines[0].rsplit("=", 1)[1]) < 1e-8
+
+
+def test_a_fine_step_nan_is_reported_where_it_arose_at_every_rank_count(runs, single):
+    ref = single["fine-nan-at-400"]
+    assert isinstance(ref, DivergenceError) and (ref.level, ref.step) == (0, 400)
+    for n in RANKS:
+        got = runs[n]["fine-nan-at-400"]
+        assert (got["level"], got["step"]) == (0, 400) and "fine step (level 0) from fine point 400" in got["error"][0]

@@ -74,10 +74,16 @@ def train(
 
 def not_converged(res: Result, partial: Any) -> NotConvergedError:
     """The error for a solve that stopped above its tolerance, carrying what it reached."""
+    how = (
+        f"stalled after {res.iterations} iterations: the residual {res.residuals[-1]:.3e} stopped changing above tol "
+        f"{res.options.tol:g} (a round-off floor: the trajectory amplifies round-off; a tolerance above it, or a "
+        "smaller learning rate)"
+        if res.stalled
+        else f"did not converge in {res.iterations} iterations (residual {res.residuals[-1]:.3e} > tol "
+        f"{res.options.tol:g}; raise max_iter, or use a stabler coarse propagator, fewer levels or a smaller cfactor)"
+    )
     return NotConvergedError(
-        f"MGRIT did not converge in {res.iterations} iterations (residual {res.residuals[-1]:.3e} > tol "
-        f"{res.options.tol:g}): these weights are not serial training's. Raise max_iter, or use a stabler coarse "
-        "propagator, fewer levels or a smaller cfactor; pass allow_unconverged=True to take them anyway "
+        f"MGRIT {how}: these weights are not serial training's. Pass allow_unconverged=True to take them anyway "
         "(the error's .result holds them)",
         result=partial,
     )
@@ -137,6 +143,7 @@ def compare(
             "residuals": mgrit.solver.residuals,
             "convergence_factors": mgrit.solver.convergence_factors,
             "converged": mgrit.solver.converged,
+            "stalled": mgrit.solver.stalled,
             "losses": mgrit.losses.tolist(),
             "final_loss": mgrit.final_loss,
             "wall_s": mgrit.wall_s,

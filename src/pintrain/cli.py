@@ -264,8 +264,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"max |w_mgrit - w_serial| over all {problem.n_steps + 1} points: {rec['max_abs_diff']:.2e}")
     if quiet:
         print("residuals: " + " ".join(f"{r:.2e}" for r in m["residuals"]))
+    growth = serial_growth(s["losses"])
     if m["converged"]:
         print(f"converged: residual {m['residuals'][-1]:.2e} < tol {opts.tol:g}")
+    elif growth > SERIAL_BLOWUP:
+        print(
+            f"NOT converged: serial training itself diverges (its loss grows {growth:.3g}-fold, to "
+            f"{s['losses'][-1]:.3e}); a trajectory that amplifies every difference cannot be matched to the "
+            "tolerance by an iterative method. Lower --lr."
+        )
+    elif m.get("stalled"):
+        print(
+            f"NOT converged: the residual stopped at {m['residuals'][-1]:.2e} after {m['iterations']} iterations, "
+            f"above tol {opts.tol:g}: a round-off floor (the trajectory amplifies round-off). Raise --tol above "
+            "it, or lower --lr"
+        )
     else:
         print(
             f"NOT converged in {m['iterations']} iterations (residual {m['residuals'][-1]:.2e}); "
@@ -278,7 +291,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         plot_comparison(rec, args.plot)
         print(f"wrote {args.plot}")
-    return EXIT_OK if m["converged"] else EXIT_NOT_CONVERGED
+    if m["converged"]:
+        return EXIT_OK
+    return EXIT_DIVERGED if growth > SERIAL_BLOWUP else EXIT_NOT_CONVERGED
+
+
+SERIAL_BLOWUP = 1e3  # serial training whose loss grows this much is itself diverging
+
+
+def serial_growth(losses: list[float]) -> float:
+    """How many times serial training's loss grew from its first value to its largest (inf if not finite)."""
+    arr = np.asarray(losses, dtype=float)
+    if arr.size == 0:
+        return 1.0
+    if not np.isfinite(arr).all():
+        return float("inf")
+    return float(arr.max() / arr[0]) if arr[0] > 0 else 1.0
 
 
 # -- pintrain reproduce -----------------------------------------------------------------------

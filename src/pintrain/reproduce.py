@@ -177,6 +177,7 @@ def run_cell(spec: TableSpec, n: int) -> dict[str, Any]:
         "status": "converged" if res.converged else "not converged",
         "iterations": k if res.converged else None,
         "iterations_run": k,
+        "stalled": res.stalled,
         "rho": rho,
         "residuals": [float(x) for x in r],
         "max_abs_diff": diff,
@@ -287,6 +288,8 @@ def _cell_text(c: dict[str, Any]) -> str:
     if c["status"] == "diverged":
         return f"div (L{c['diverged_level']})"
     if c["iterations"] is None:
+        if c.get("stalled"):
+            return f"stall ({c['residuals'][-1]:.0e})"
         return f"{MAX_ITER}+"
     return f"{c['iterations']} ({c['rho']:.2f})"
 
@@ -310,7 +313,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"Settings: cfactor {s['cfactor']}, {s['relax']}, tolerance {s['tol']} ({s['norm']}), at most "
         f"{s['max_iter']} iterations, coarsest level at most {s['max_coarse']} steps (two-level: 2 levels), "
         f"initial guess {s['guess']}. Cells: iterations (rho = {s['rho']}); `{MAX_ITER}+`: not converged in "
-        f"{MAX_ITER}; `div (Lk)`: diverged on level k. **Bold**: more than one iteration from the paper.",
+        f"{MAX_ITER}; `stall (r)`: not converged, the residual stopped changing at r (a round-off floor); "
+        "`div (Lk)`: diverged on level k. **Bold**: more than one iteration from the paper.",
         "",
         "## The paper's tables",
         "",

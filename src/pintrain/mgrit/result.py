@@ -18,7 +18,8 @@ class Result:
     ``states`` holds the fine trajectory, row i = state at fine point ``first_index + i`` (the
     whole trajectory on one process; on several ranks each rank's own block, or everything on
     rank 0 with ``gather=True``); ``residuals[i]`` is the residual norm after iteration ``i + 1``;
-    ``convergence_factors[i]`` is ``residuals[i + 1] / residuals[i]``.
+    ``convergence_factors[i]`` is ``residuals[i + 1] / residuals[i]``.  ``stalled``: the solve
+    stopped early, not converged, because the residual stopped changing (a round-off floor).
     """
 
     states: np.ndarray
@@ -33,6 +34,7 @@ class Result:
     final: np.ndarray | None = None
     ranks: int = 1
     rank: int = 0
+    stalled: bool = False
 
     @property
     def n_steps(self) -> int:
@@ -65,6 +67,7 @@ class Result:
         d: dict[str, Any] = {
             "iterations": self.iterations,
             "converged": self.converged,
+            "stalled": self.stalled,
             "residuals": [float(r) for r in self.residuals],
             "convergence_factors": [float(c) for c in self.convergence_factors],
             "wall_s": self.wall_s,

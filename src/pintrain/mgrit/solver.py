@@ -325,8 +325,8 @@ class _Solver:
         rank = f" (rank {self.comm.rank})" if self.comm.size > 1 else ""
         m = self.hier[lvl].spacing
         if lvl == 0:
-            what = f"the fine step from fine point {k}{rank} returned a non-finite value (NaN or inf) from a finite "
-            what += "state"
+            what = f"the fine step (level 0) from fine point {k}{rank} returned a non-finite value (NaN or inf) "
+            what += "from a finite state"
             hint = (
                 "the problem's own fine step produced it: serial training from that state would too (check the "
                 "learning rate, the data and the step); if serial training stays finite, MGRIT's intermediate "
@@ -430,7 +430,7 @@ class _Solver:
     def run(self, callback: Callable[[int, float], None] | None, gather: bool) -> Result:
         t0 = time.perf_counter()
         residuals: list[float] = []
-        converged = False
+        converged = stalled = False
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             self.initial_guess()
             for it in range(1, self.opt.max_iter + 1):
@@ -443,6 +443,9 @@ class _Solver:
                 if r < self.opt.tol or (self.opt.rtol is not None and r < self.opt.rtol * residuals[0]):
                     converged = True
                     break
+                if _stalled(residuals):
+                    stalled = True
+                    break
                 if r > self.opt.divergence_factor * max(residuals[0], np.finfo(float).tiny):
                     self.residual_blowup(r, residuals)
         states, first = self.owned(0), self.layout[0].lo
@@ -454,6 +457,7 @@ class _Solver:
             residuals=residuals,
             iterations=len(residuals),
             converged=converged,
+            stalled=stalled,
             wall_s=time.perf_counter() - t0,
             options=self.opt,
             hierarchy=self.hier.to_dict(),
@@ -463,6 +467,18 @@ class _Solver:
             ranks=self.comm.size,
             rank=self.comm.rank,
         )
+
+
+STALL_ITERATIONS = 3
+
+
+def _stalled(residuals: list[float]) -> bool:
+    """The residual has not moved (1e-10 relative) for STALL_ITERATIONS iterations: the iteration sits
+    at its floating-point fixed point, above the tolerance; more iterations cannot help."""
+    if len(residuals) <= STALL_ITERATIONS:
+        return False
+    last = residuals[-STALL_ITERATIONS - 1 :]
+    return all(abs(b - a) <= 1e-10 * abs(b) for a, b in zip(last, last[1:], strict=False))
 
 
 def _owned(part: Any, skip_zero: bool) -> np.ndarray:
