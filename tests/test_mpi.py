@@ -172,3 +172,19 @@ def test_a_fine_step_nan_is_reported_where_it_arose_at_every_rank_count(runs, si
     for n in RANKS:
         got = runs[n]["fine-nan-at-400"]
         assert (got["level"], got["step"]) == (0, 400) and "fine step (level 0) from fine point 400" in got["error"][0]
+
+
+def test_ctrl_c_under_mpiexec_ends_every_rank_with_one_line_each(tmp_path):
+    import signal
+
+    pintrain = Path(sys.executable).with_name("pintrain")
+    argv = [MPIEXEC, "-n", "2", str(pintrain), "train", "--problem", "sine", "--steps", "60000", "--coarse", "union"]
+    proc = subprocess.Popen([*argv, "--levels", "2", "-q"], cwd=tmp_path, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(3)  # in the middle of the solve
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err, err

@@ -1,6 +1,8 @@
 """The ``pintrain`` command line.
 
-Exit codes: 0 converged, 1 not converged within ``--max-iter``, 2 bad input, 3 diverged.
+Exit codes: 0 converged, 1 not converged within ``--max-iter``, 2 bad input (also a problem that
+breaks the protocol, or work that cannot fit in memory), 3 diverged, 4 an internal error (a bug:
+the traceback is printed for a report), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, outputs
-from .errors import DivergenceError, NotConvergedError, PintrainError
-from .mgrit import SolverOptions, describe, serial_solve, solve
+from .errors import DivergenceError, NotConvergedError, PintrainError, gib
+from .mgrit import Hierarchy, SolverOptions, describe, serial_solve, solve
 
-EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
 def add_solver_arguments(p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float) -> None:
@@ -95,6 +97,13 @@ def write_json(path: Path | None, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def memory_line(n_steps: int, state_size: int, opts: SolverOptions) -> str:
+    """The memory estimate printed before a run (what the solver checks against the free memory)."""
+    levels = Hierarchy(n_steps, opts).memory_bytes(state_size)
+    serial = (n_steps + 1) * state_size * 8
+    return f"memory: about {gib(levels)} for MGRIT's level arrays, {gib(serial)} for the serial reference's states"
+
+
 # -- pintrain solve ---------------------------------------------------------------------------
 def cmd_solve(args: argparse.Namespace) -> int:
     from .problems import Dahlquist, Heat1D
@@ -112,6 +121,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
             f"{opts.cycle}-cycles, tol {opts.tol:g}"
         )
         print(describe(args.steps, opts))
+        print(memory_line(args.steps, problem.initial().size, opts))
         print()
     res = solve(problem, options=opts, callback=print_iteration(quiet), gather=True)
     if res.rank != 0:  # under mpiexec: rank 0 holds the gathered states, runs the reference and reports
@@ -244,6 +254,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"pintrain train: {describe_problem(problem)}")
         print(describe(problem.n_steps, opts))
+        print(memory_line(problem.n_steps, problem.initial().size, opts))
         print()
     rec = compare(problem, opts, callback=print_iteration(quiet))
     if rec is None:  # an MPI rank other than 0: it took part in MGRIT; rank 0 reports
@@ -523,6 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `pintrain reproduce | head`
         sys.stderr.close()
         return EXIT_OK
+    except Exception:  # not a user's mistake: pintrain's own bug, reported as such (not as "not converged")
+        import traceback
+
+        traceback.print_exc()
+        print(
+            "pintrain: internal error (a bug in pintrain: please report it with the traceback above)", file=sys.stderr
+        )
+        return EXIT_INTERNAL
 
 
 def _mpi_rank() -> int:
