@@ -21,7 +21,9 @@ about r fine steps of work instead of m):
     A linearly implicit step: ``w - (I + lr H)^{-1} lr g(w)`` with ``H = sum_j J_j^T S_j J_j`` the
     Gauss-Newton Hessian of the m step losses (J_j the Jacobian of the network outputs on step j's
     batch, S_j the loss weighting).  Like backward Euler on the gradient flow, it damps stiff
-    directions instead of amplifying them, so it stays stable at any ``m * lr``.  Costs one
+    directions instead of amplifying them, so on the linearised loss it is stable at any ``m * lr``
+    (where the linearisation fails, far from the trajectory at a large lr, a row whose system is
+    singular or not finite becomes NaN and the solver reports a divergence there).  Costs one
     Jacobian and one R x R solve per point, R the smaller of P and the number of outputs in the
     union (through the Woodbury identity when the union is the smaller): for small networks.
 
