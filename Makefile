@@ -26,6 +26,7 @@ test: lint
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Regenerate the paper's Tables 1-16 and Figures 6-7 (docs/reproduction.md shows them; about 45 min on 2 cores).
 reproduce: $(VENV)/.installed

@@ -122,15 +122,14 @@ def compare(
     if metrics is not None:
         record["serial"]["metrics"] = metrics(serial.final_weights)
     if failure is not None:
-        err = failure
         record["mgrit"] = {
             "diverged": True,
             "converged": False,
-            "error": str(err),
-            "iterations": err.iteration,
-            "level": err.level,
-            "step": err.step,
-            "residuals": err.residuals,
+            "error": str(failure),
+            "iterations": failure.iteration,
+            "level": failure.level,
+            "step": failure.step,
+            "residuals": failure.residuals,
         }
         return record
     assert mgrit is not None and mgrit.solver is not None

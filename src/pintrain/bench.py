@@ -10,11 +10,13 @@ rest: the solver's own work).  All timings are the best of ``repeat`` runs, take
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,8 +119,8 @@ def bench_training(
         if progress:
             progress(f"training {problem}, N = {n}")
         p = model_problem(problem, steps=int(n), coarse=coarse, **(coarse_options or {}))
-        serial_s, ref = _best(lambda p=p: serial_solve(p), repeat)
-        mgrit_s, res = _best(lambda p=p: solve(p, options=options, comm="serial"), repeat)
+        serial_s, ref = _best(functools.partial(serial_solve, p), repeat)
+        mgrit_s, res = _best(functools.partial(solve, p, options=options, comm="serial"), repeat)
         timed = TimedProblem(p)
         t0 = time.perf_counter()
         solve(timed, options=options, comm="serial")
@@ -158,7 +160,7 @@ def bench_pymgrit(
 ) -> list[dict[str, Any]]:
     """pintrain and PyMGRIT on the same cases: iterations, setup and solve times (best of ``repeat``)."""
     cases = [{**c, "repeat": repeat} for c in cases]
-    theirs = run_pymgrit(cases, venv)
+    theirs = run_pymgrit(cases, Path(venv))
     rows = []
     for case, b in zip(cases, theirs, strict=True):
         a = run_pintrain(case)
@@ -301,7 +303,7 @@ def plot(record: dict[str, Any], path: str | os.PathLike) -> None:
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, Path(path))
     plt.close(fig)
 
 

@@ -110,6 +110,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
     opts = options_from_args(args)
     outputs.check_outputs({"--json": args.json})
+    problem: Heat1D | Dahlquist
     if args.problem == "heat":
         problem = Heat1D(args.steps, nx=args.nx, t_stop=args.t_stop, forcing=Heat1D.manufactured)
     else:

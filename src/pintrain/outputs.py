@@ -63,7 +63,7 @@ def check_outputs(outputs: dict[str, Path | None]) -> None:
             plot_format(path)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     On any failure the temporary file is removed and ``path`` keeps its earlier content."""

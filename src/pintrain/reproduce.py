@@ -256,7 +256,7 @@ def reproduce(
     }
     for spec in specs:
         cells = [results[(spec.table, n)] for n in spec.Ns if (spec.table, n) in results]
-        ns = [c["N"] for c in cells]
+        cell_ns = [c["N"] for c in cells]
         entry: dict[str, Any] = {
             "table": spec.table,
             "title": spec.title,
@@ -267,14 +267,14 @@ def reproduce(
             "alpha_max": spec.alpha_max,
             "alpha_growth": spec.alpha_growth,
             "examples": spec.examples,
-            "N": ns,
+            "N": cell_ns,
             "iterations": [c["iterations"] for c in cells],
             "rho": [c["rho"] for c in cells],
             "cells": cells,
         }
         if spec.paper:
             assert spec.paper_iterations is not None and spec.paper_rho is not None
-            idx = [spec.Ns.index(n) for n in ns]
+            idx = [spec.Ns.index(n) for n in cell_ns]
             entry["paper_iterations"] = [spec.paper_iterations[i] for i in idx]
             entry["paper_rho"] = [spec.paper_rho[i] for i in idx]
             entry["note"] = spec.note

@@ -79,7 +79,7 @@ class Layout:
         for lev in levels:
             if lev.index < q:
                 ratio = levels[q].spacing // lev.spacing
-                ranges = []
+                ranges: list[tuple[int, int]] = []
                 for r, (a, b) in enumerate(blocks):
                     lo = a * ratio
                     hi = lev.n_steps if r == size - 1 else min((b + 1) * ratio - 1, lev.n_steps)
@@ -87,9 +87,9 @@ class Layout:
                 lo, hi = ranges[rank]
                 parts.append(LevelPart(lo, hi, True, lo > 0 and hi >= lo, tuple(ranges)))
             else:
-                ranges = ((0, lev.n_steps),) + ((0, -1),) * (size - 1)
-                lo, hi = ranges[rank]
-                parts.append(LevelPart(lo, hi, False, False, ranges))
+                whole = ((0, lev.n_steps),) + ((0, -1),) * (size - 1)
+                lo, hi = whole[rank]
+                parts.append(LevelPart(lo, hi, False, False, whole))
         self.parts = parts
 
     def __getitem__(self, lvl: int) -> LevelPart:

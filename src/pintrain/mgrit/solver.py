@@ -137,10 +137,11 @@ class _Solver:
 
     def phi_at_c(self, lvl: int) -> np.ndarray:
         """``Phi(U[c-1])`` for this rank's C-points c > 0 (cached until the F-points change)."""
-        if self.phi_cache[lvl] is None:
+        cached = self.phi_cache[lvl]
+        if cached is None:
             self.exchange_ghost(lvl)
-            self.phi_cache[lvl] = self.prop(lvl, self.c_points(lvl, skip_zero=True) - 1)
-        return self.phi_cache[lvl]
+            cached = self.phi_cache[lvl] = self.prop(lvl, self.c_points(lvl, skip_zero=True) - 1)
+        return cached
 
     def c_relax(self, lvl: int) -> None:
         js = self.c_points(lvl, skip_zero=True)
@@ -173,13 +174,16 @@ class _Solver:
                 fine_part = np.concatenate([np.zeros_like(values[:1]), fine_part])
             counts = self.layout[lvl].multiples(cf)
             full = self.comm.gather_rows(values, counts)
-            fine_part = self.comm.gather_rows(fine_part, counts)
+            gathered = self.comm.gather_rows(fine_part, counts)
             if self.comm.rank == 0:
+                assert full is not None and gathered is not None
                 self.U[coarse][:] = full
-                fine_part = fine_part[1:]
+                fine_part = gathered[1:]
         if self.layout.active(coarse):
             Js = _owned(cpart, skip_zero=True)
-            self.G[coarse][Js - cpart.base] = fine_part - self.prop(coarse, Js - 1)
+            G = self.G[coarse]
+            assert G is not None
+            G[Js - cpart.base] = fine_part - self.prop(coarse, Js - 1)
         self.fresh[coarse] = False
         self.phi_cache[coarse] = None
 
@@ -425,7 +429,9 @@ class _Solver:
         part = self.layout[0]
         owner = max(r for r, (lo, hi) in enumerate(part.ranges) if hi >= lo and hi == self.hier[0].n_steps)
         value = self.U[0][-1].copy() if self.comm.rank == owner else None
-        return value if self.comm.size == 1 else self.comm.bcast(value, root=owner)
+        out = value if self.comm.size == 1 else self.comm.bcast(value, root=owner)
+        assert out is not None
+        return out
 
     def run(self, callback: Callable[[int, float], None] | None, gather: bool) -> Result:
         t0 = time.perf_counter()
@@ -451,7 +457,9 @@ class _Solver:
         states, first = self.owned(0), self.layout[0].lo
         if gather and self.comm.size > 1:
             full = self.comm.gather_rows(states, self.layout[0].counts)
-            states, first = (full, 0) if self.comm.rank == 0 else (states, first)
+            if self.comm.rank == 0:
+                assert full is not None
+                states, first = full, 0
         return Result(
             states=states,
             residuals=residuals,

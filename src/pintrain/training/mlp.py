@@ -168,7 +168,9 @@ class MLP:
         """``scale * 1/2 sum |y_hat - y|^2`` over each row's samples, and its gradient: (B,), (B, P).
 
         ``X`` is ``(B, M, n_in)`` or shared ``(M, n_in)``; ``Y`` is ``(B, M, n_out)`` or ``(M, n_out)``."""
-        return self._loss_grad(W, X, Y, scale, with_loss=True)
+        loss, grad = self._loss_grad(W, X, Y, scale, with_loss=True)
+        assert loss is not None
+        return loss, grad
 
     def gradient(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, scale: float) -> np.ndarray:
         """The gradient of :meth:`loss_and_grad` alone (B, P)."""

@@ -131,6 +131,11 @@ class TraskNetwork:
             pos += i * o
         return mlp, np.concatenate(perm)
 
+    def gauss_newton(self, W: np.ndarray, X: np.ndarray, scale: float) -> np.ndarray:
+        """``scale * J^T J`` (B, P, P), J the Jacobian of the outputs over each row's samples."""
+        J = self.output_jacobian(W, X)[1]
+        return scale * np.matmul(J.transpose(0, 2, 1), J)
+
     def output_jacobian(self, W: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Outputs ``(B, M * n_out)`` and their Jacobian ``(B, M * n_out, P)`` in this layout."""
         mlp, perm = self._as_mlp()

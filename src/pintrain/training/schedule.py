@@ -38,7 +38,7 @@ class Schedule:
         check_int("offset", offset, 0)
         self.n_samples = int(n_samples)
         self.full_batch = batch_size is None or batch_size >= n_samples
-        self.batch_size = self.n_samples if self.full_batch else int(batch_size)
+        self.batch_size = self.n_samples if batch_size is None or self.full_batch else int(batch_size)
         self.steps_per_epoch = self.n_samples // self.batch_size
         self.seed = int(seed)
         self.shuffle = bool(shuffle) and not self.full_batch
