@@ -8,6 +8,7 @@ backward passes are batched matrix products, so one call steps all B networks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,19 @@ ACTIVATIONS = {
 LOSSES = ("sse", "mse")
 
 
+def layer_sizes(sizes: Any) -> tuple[int, ...]:
+    """Layer widths as a tuple of ints, or :class:`OptionError`: at least two, each an int >= 1."""
+    try:
+        widths: tuple[Any, ...] = () if isinstance(sizes, str) else tuple(sizes)
+    except TypeError:
+        widths = ()
+    if len(widths) < 2:
+        raise OptionError("sizes", sizes, "at least two layer widths, each an int >= 1")
+    for s in widths:
+        check_int("sizes", s, 1, " (layer widths)")
+    return tuple(int(s) for s in widths)
+
+
 @dataclass(frozen=True)
 class MLP:
     """Layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``; ``hidden`` activation between, ``output`` last.
@@ -53,13 +67,7 @@ class MLP:
     loss: str = "mse"
 
     def __post_init__(self) -> None:
-        sizes = tuple(self.sizes)
-        if len(sizes) < 2:
-            raise OptionError("sizes", self.sizes, "at least two layer widths, each an int >= 1")
-        for s in sizes:
-            check_int("sizes", s, 1, " (layer widths)")
-        sizes = tuple(int(s) for s in sizes)
-        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "sizes", layer_sizes(self.sizes))
         for name in ("hidden", "output"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise OptionError(name, getattr(self, name), f"one of {', '.join(ACTIVATIONS)}")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, check_int, check_positive
-from .mlp import MLP
+from .mlp import MLP, layer_sizes
 from .problem import TrainingProblem
 from .propagators import ALPHA_GROWTH
 from .schedule import Schedule
@@ -54,12 +54,7 @@ class TraskNetwork:
     loss = "sse"
 
     def __post_init__(self) -> None:
-        sizes = tuple(self.sizes)
-        if len(sizes) < 2:
-            raise OptionError("sizes", self.sizes, "at least two layer widths, each an int >= 1")
-        for s in sizes:
-            check_int("sizes", s, 1)
-        object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
+        object.__setattr__(self, "sizes", layer_sizes(self.sizes))
 
     @property
     def layers(self) -> list[tuple[int, int]]:
