@@ -53,14 +53,14 @@ def test_problem1_serial_trajectory_is_the_appendix_bit_for_bit(alpha):
 
 def test_problem2_network_and_data():
     p = model_problem("paper2", steps=10)
-    assert p.model.sizes == (24, 128, 64, 12) and p.model.n_params == 12032 and p.initial().size == 12032
+    assert p.model.net.sizes == (24, 128, 64, 12) and p.model.n_params == 12032 and p.initial().size == 12032
     X, Y, _ = addition_data(500, 12, 1)
     assert X.shape == (500, 24) and Y.shape == (500, 12)
     powers = 2 ** np.arange(11, -1, -1)
     left, right, total = X[:, :12] @ powers, X[:, 12:] @ powers, Y @ powers
     np.testing.assert_array_equal(left + right, total)  # the target is the sum, in 12 bits
     assert left.max() < 2**11 and right.max() < 2**11
-    assert model_problem("paper2", steps=10, examples=50).X.shape == (50, 24)
+    assert model_problem("paper2", steps=10, examples=50).model.X.shape == (50, 24)
 
 
 def test_serialized_schedule_trains_on_example_k_plus_1_mod_K():
@@ -100,7 +100,7 @@ def test_coarse_steps_use_the_data_rule_of_their_solver():
     got = ser.step_many(W, ks, 4)
     for row, k in enumerate(ks):
         i = k // 4
-        g = ser.model.gradient(W[row : row + 1], XOR_X[[(i + 1) % 4]], ser.Y[[(i + 1) % 4]], 1.0)
+        g = ser.model.net.gradient(W[row : row + 1], XOR_X[[(i + 1) % 4]], ser.model.Y[[(i + 1) % 4]], 1.0)
         np.testing.assert_array_equal(got[row], W[row] - 4.0 * g[0])
     # the naive solver keeps alpha(b) and all the data
     naive = model_problem("paper1", steps=64, coarse="naive", data="serialized")

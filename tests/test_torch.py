@@ -12,6 +12,7 @@ from pintrain.errors import DivergenceError, OptionError, PintrainError
 from pintrain.mgrit import serial_solve, solve
 from pintrain.torch import TorchProblem, UnsupportedModel, accuracy, fit, make_optimizer
 from pintrain.torch.digits import digits_problem, load
+from pintrain.training import Batches
 
 OPTIMIZERS = [
     ("sgd", {}),
@@ -126,10 +127,10 @@ def test_full_batch_coarse_steps_count_the_data_once():
     )
     W = torch.from_numpy(np.repeat(p.initial()[None], 3, axis=0))
     ks = torch.tensor([0, 8, 40])
-    once = p.gradient_sum(W, ks, 8)
-    xb, yb, r, weight = p._batches(ks, 8)  # the union: the data set 8 times over
-    assert (r, weight) == (8, 1.0)
-    np.testing.assert_allclose(once, p._grad_union(W, xb, yb, r), rtol=1e-12, atol=1e-14)
+    once = p.gradient_sum(W, ks.numpy(), 8)
+    assert p.batches(ks.numpy(), 8) == Batches(None, 1, 8.0)  # one pass over the data set, weight 8
+    union = Batches(np.tile(np.arange(X.shape[0]), (3, 8)), 8)  # the union: the data set 8 times over
+    np.testing.assert_allclose(once, p.model.gradient(W, union), rtol=1e-12, atol=1e-14)
     res = solve(p, levels=3, cfactor=4, tol=1e-10)
     assert res.converged and np.abs(res.states - p.serial_torch()).max() < 1e-8
 
@@ -138,7 +139,7 @@ def test_sampled_coarse_gradient_and_mgrit():
     p = small_problem("momentum", steps=192, lr=0.05)
     p.sample = 2
     W = torch.from_numpy(np.repeat(p.initial()[None, : p.n_params], 3, axis=0))
-    ks = torch.tensor([0, 8, 100])
+    ks = np.array([0, 8, 100])
     expected = 4 * (p.gradient_sum(W, ks, 1) + p.gradient_sum(W, ks + 4, 1))  # steps k and k + 4 of 8
     np.testing.assert_allclose(p.gradient_sum(W, ks, 8), expected, rtol=1e-12, atol=1e-14)
     res = solve(p, levels=3, cfactor=4, tol=1e-10, max_iter=60)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pintrain import DivergenceError
-from pintrain.api import compare, train
+from pintrain.api import Comparison, compare, train
 from pintrain.cli import main
 from pintrain.mgrit import SolverOptions, serial_solve, solve
 from pintrain.training import model_problem
@@ -58,8 +58,11 @@ def test_api_train_and_compare():
     assert abs(serial.final_loss - mgrit.final_loss) < 1e-8
     assert serial.final_loss < 0.5 * serial.losses[0]  # it does learn
     rec = compare(problem, SolverOptions(levels=3, cfactor=4, tol=TOL))
-    assert rec["max_abs_diff"] <= 10 * TOL
-    assert rec["mgrit"]["iterations"] == mgrit.solver.iterations
+    assert rec.max_abs_diff <= 10 * TOL
+    assert rec.mgrit.iterations == mgrit.solver.iterations
+    # the record --json writes, and back
+    again = Comparison.from_dict(json.loads(json.dumps(rec.to_dict())))
+    assert again == rec and again.to_dict() == rec.to_dict()
 
 
 def test_divergence_names_level_and_step_and_suggests_a_fix():

@@ -4,25 +4,46 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import DivergenceError, NotConvergedError, OptionError
-from .mgrit import Result, SolverOptions, serial_solve, solve
+from .mgrit import Result, SolverOptions, solve
 from .mgrit.comm import resolve
 
 
-@dataclass
 class TrainingRun:
-    """One training run: the weights after every step, the training loss after every step, the time."""
+    """One training run: the state after every step, the time, and the solver's result (MGRIT).
 
-    method: str
-    states: np.ndarray
-    losses: np.ndarray
-    wall_s: float
-    solver: Result | None = None
+    ``losses`` (the whole-training-set loss at every state) and ``step_losses`` (the loss of each
+    step's batch before the step, what a training loop logs) are computed when first asked for."""
+
+    def __init__(
+        self, method: str, states: np.ndarray, wall_s: float, problem: Any, solver: Result | None = None
+    ) -> None:
+        self.method = method
+        self.states = states
+        self.wall_s = wall_s
+        self.problem = problem
+        self.solver = solver
+        self._losses: np.ndarray | None = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether ``states`` holds the whole trajectory (not one MPI rank's block)."""
+        first = 0 if self.solver is None else self.solver.first_index
+        return first == 0 and self.states.shape[0] == self.problem.n_steps + 1
+
+    @property
+    def losses(self) -> np.ndarray:
+        if self._losses is None:
+            self._losses = self.problem.losses(self.states) if self.whole else np.empty(0)
+        return self._losses
+
+    def step_losses(self) -> np.ndarray:
+        return self.problem.step_losses(self.states) if self.whole else np.empty(0)
 
     @property
     def final_weights(self) -> np.ndarray:
@@ -30,7 +51,7 @@ class TrainingRun:
 
     @property
     def final_loss(self) -> float:
-        return float(self.losses[-1])
+        return float(self.problem.losses(self.states[-1:])[0]) if self._losses is None else float(self._losses[-1])
 
 
 def train(
@@ -47,26 +68,20 @@ def train(
     (its ``result`` is this run) unless ``allow_unconverged=True``: an unconverged answer never
     passes for serial training's.
 
-    ``problem`` is a :class:`~pintrain.training.TrainingProblem` or a
-    :class:`~pintrain.torch.TorchProblem`; its ``serial_states()``, if it has one, is the serial
-    run (for torch: the usual torch.optim loop), else a loop of its fine steps; ``losses(states)``
-    is the loss curve reported.
+    ``problem`` is a :class:`~pintrain.training.TrainingProblem` (any backend); its
+    ``serial_states()`` is the serial run (for torch: the usual torch.optim loop).
 
     Under MPI (``comm``, or mpiexec) the MGRIT weights of all steps are gathered on rank 0, whose
     run has the losses; the other ranks' runs hold their own blocks and no losses.
     """
     if method == "serial":
         t0 = time.perf_counter()
-        serial = getattr(problem, "serial_states", None)
-        states = serial() if serial is not None else serial_solve(problem)
-        wall = time.perf_counter() - t0
-        return TrainingRun("serial", states, problem.losses(states), wall)
+        states = problem.serial_states()
+        return TrainingRun("serial", states, time.perf_counter() - t0, problem)
     if method != "mgrit":
         raise OptionError("method", method, '"serial" or "mgrit"')
     res = solve(problem, options=options or SolverOptions(), callback=callback, comm=comm, gather=True)
-    whole = res.first_index == 0 and res.states.shape[0] == problem.n_steps + 1
-    losses = problem.losses(res.states) if whole else np.empty(0)
-    run = TrainingRun("mgrit", res.states, losses, res.wall_s, res)
+    run = TrainingRun("mgrit", res.states, res.wall_s, problem, res)
     if not res.converged and not allow_unconverged:
         raise not_converged(res, run)
     return run
@@ -89,18 +104,120 @@ def not_converged(res: Result, partial: Any) -> NotConvergedError:
     )
 
 
+@dataclass
+class RunSummary:
+    """One method's side of a comparison: its loss curve (whole training set), time and metrics."""
+
+    losses: list[float]
+    final_loss: float
+    wall_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MgritSummary(RunSummary):
+    iterations: int = 0
+    residuals: list[float] = field(default_factory=list)
+    convergence_factors: list[float] = field(default_factory=list)
+    converged: bool = False
+    stalled: bool = False
+    propagator_applications: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """Serial and MGRIT training of one problem side by side (:func:`compare`); ``to_dict`` is the
+    record ``pintrain train --json`` writes, ``from_dict`` reads it back.  When MGRIT diverged,
+    ``mgrit`` is None and ``failure`` is the :class:`DivergenceError` (level and step named)."""
+
+    problem: dict[str, Any]
+    options: SolverOptions
+    ranks: int
+    serial: RunSummary
+    mgrit: MgritSummary | None = None
+    failure: DivergenceError | None = None
+    hierarchy: list[dict[str, int]] = field(default_factory=list)
+    max_abs_diff: float | None = None
+    max_abs_diff_final: float | None = None
+    max_abs_loss_diff: float | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.failure is not None
+
+    @property
+    def converged(self) -> bool:
+        return self.mgrit is not None and self.mgrit.converged
+
+    def to_dict(self) -> dict[str, Any]:
+        serial = asdict(self.serial)
+        if not serial["metrics"]:
+            del serial["metrics"]
+        out: dict[str, Any] = {
+            "problem": self.problem,
+            "options": self.options.to_dict(),
+            "ranks": self.ranks,
+            "serial": serial,
+        }
+        if self.failure is not None:
+            err = self.failure
+            out["mgrit"] = {
+                "diverged": True,
+                "converged": False,
+                "error": str(err),
+                "iterations": err.iteration,
+                "level": err.level,
+                "step": err.step,
+                "residuals": err.residuals,
+            }
+            return out
+        assert self.mgrit is not None
+        mgrit = {"diverged": False} | asdict(self.mgrit)
+        if not mgrit["metrics"]:
+            del mgrit["metrics"]
+        return out | {
+            "hierarchy": self.hierarchy,
+            "mgrit": mgrit,
+            "max_abs_diff": self.max_abs_diff,
+            "max_abs_diff_final": self.max_abs_diff_final,
+            "max_abs_loss_diff": self.max_abs_loss_diff,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Comparison:
+        m = dict(record["mgrit"])
+        failure = mgrit = None
+        if m.pop("diverged"):
+            failure = DivergenceError(
+                m["error"], iteration=m["iterations"], level=m["level"], step=m["step"], residuals=m["residuals"]
+            )
+        else:
+            mgrit = MgritSummary(**m)
+        return cls(
+            problem=record["problem"],
+            options=SolverOptions.from_dict(record["options"]),
+            ranks=record["ranks"],
+            serial=RunSummary(**record["serial"]),
+            mgrit=mgrit,
+            failure=failure,
+            hierarchy=record.get("hierarchy", []),
+            max_abs_diff=record.get("max_abs_diff"),
+            max_abs_diff_final=record.get("max_abs_diff_final"),
+            max_abs_loss_diff=record.get("max_abs_loss_diff"),
+        )
+
+
 def compare(
     problem: Any,
     options: SolverOptions,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
-) -> dict[str, Any] | None:
-    """Serial and MGRIT training of the same problem, side by side (the record ``--json`` writes).
+) -> Comparison | None:
+    """Serial and MGRIT training of the same problem, side by side.
 
-    If MGRIT diverges, the record keeps the serial run and says so under ``mgrit``: ``diverged``,
-    ``error`` (the message naming level and step), and the residuals up to that point.  Under MPI
-    every rank takes part in MGRIT; rank 0 alone runs the serial reference and returns the record,
-    the others return None.
+    If MGRIT diverges, the comparison keeps the serial run and the error (``failure``: the message
+    naming level and step, and the residuals up to that point).  Under MPI every rank takes part in
+    MGRIT; rank 0 alone runs the serial reference and returns the comparison, the others None.
     """
     ranks = resolve(comm)
     mgrit: TrainingRun | None = None
@@ -112,44 +229,34 @@ def compare(
     if ranks.rank != 0:
         return None
     serial = train(problem, "serial")
-    record: dict[str, Any] = {
-        "problem": problem.describe(),
-        "options": options.to_dict(),
-        "ranks": ranks.size,
-        "serial": {"losses": serial.losses.tolist(), "final_loss": serial.final_loss, "wall_s": serial.wall_s},
-    }
-    metrics = getattr(problem, "metrics", None)
-    if metrics is not None:
-        record["serial"]["metrics"] = metrics(serial.final_weights)
-    if failure is not None:
-        record["mgrit"] = {
-            "diverged": True,
-            "converged": False,
-            "error": str(failure),
-            "iterations": failure.iteration,
-            "level": failure.level,
-            "step": failure.step,
-            "residuals": failure.residuals,
-        }
-        return record
-    assert mgrit is not None and mgrit.solver is not None
+    out = Comparison(
+        problem=problem.describe(),
+        options=options,
+        ranks=ranks.size,
+        serial=RunSummary(
+            serial.losses.tolist(), serial.final_loss, serial.wall_s, problem.metrics(serial.final_weights)
+        ),
+        failure=failure,
+    )
+    if mgrit is None:
+        return out
+    res = mgrit.solver
+    assert res is not None
     diff = np.abs(mgrit.states - serial.states)
-    return record | {
-        "hierarchy": mgrit.solver.hierarchy,
-        "mgrit": {
-            "diverged": False,
-            "iterations": mgrit.solver.iterations,
-            "residuals": mgrit.solver.residuals,
-            "convergence_factors": mgrit.solver.convergence_factors,
-            "converged": mgrit.solver.converged,
-            "stalled": mgrit.solver.stalled,
-            "losses": mgrit.losses.tolist(),
-            "final_loss": mgrit.final_loss,
-            "wall_s": mgrit.wall_s,
-            "propagator_applications": mgrit.solver.step_counts,
-            **({"metrics": metrics(mgrit.final_weights)} if metrics is not None else {}),
-        },
-        "max_abs_diff": float(diff.max()),
-        "max_abs_diff_final": float(diff[-1].max()),
-        "max_abs_loss_diff": float(np.abs(mgrit.losses - serial.losses).max()),
-    }
+    out.hierarchy = res.hierarchy
+    out.mgrit = MgritSummary(
+        losses=mgrit.losses.tolist(),
+        final_loss=mgrit.final_loss,
+        wall_s=mgrit.wall_s,
+        metrics=problem.metrics(mgrit.final_weights),
+        iterations=res.iterations,
+        residuals=res.residuals,
+        convergence_factors=res.convergence_factors,
+        converged=res.converged,
+        stalled=res.stalled,
+        propagator_applications=res.step_counts,
+    )
+    out.max_abs_diff = float(diff.max())
+    out.max_abs_diff_final = float(diff[-1].max())
+    out.max_abs_loss_diff = float(np.abs(mgrit.losses - serial.losses).max())
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__, outputs
 from .errors import DivergenceError, NotConvergedError, PintrainError, gib
 from .mgrit import Hierarchy, SolverOptions, describe, serial_solve, solve
+from .training.propagators import COARSE_PROPAGATORS
 
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
@@ -151,98 +152,58 @@ def cmd_solve(args: argparse.Namespace) -> int:
 # -- pintrain train ---------------------------------------------------------------------------
 TORCH_PROBLEMS = ("digits-mlp", "digits-cnn")
 PAPER_PROBLEMS = ("paper1", "paper2")
-NUMPY_COARSE = ("union", "split", "gauss-newton", "naive", "solver1", "solver2")
+
+
+# the flags each kind of problem takes besides --steps, --lr and the coarse propagator's
+NUMPY_FLAGS = {
+    "xor": ("hidden", "seed", "alpha_growth", "alpha_max", "max_ratio", "sample"),
+    "sine": ("hidden", "batch_size", "seed", "alpha_growth", "alpha_max", "max_ratio", "sample"),
+    "paper1": ("data", "alpha_growth", "alpha_max", "max_ratio", "sample"),
+    "paper2": ("data", "examples", "alpha_growth", "alpha_max", "max_ratio", "sample"),
+}
+TORCH_FLAGS = ("batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype")
+TORCH_COARSE = ("union", "split")
+FLAG_NAMES = {
+    "hidden": "--hidden", "batch_size": "--batch-size", "seed": "--seed", "max_ratio": "--max-ratio",
+    "sample": "--coarse-sample", "data": "--data", "examples": "--examples", "alpha_growth": "--alpha-growth",
+    "alpha_max": "--alpha-max", "optimizer": "--optimizer", "momentum": "--momentum",
+    "weight_decay": "--weight-decay", "dtype": "--dtype",
+}  # fmt: skip
+
+
+def given(args: argparse.Namespace) -> dict:
+    """The problem settings the user set (None: not given, the problem's own default applies)."""
+    names = ("steps", "lr", "coarse", *FLAG_NAMES)
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def problem_from_args(args: argparse.Namespace):
-    if args.problem in TORCH_PROBLEMS:
-        return torch_problem_from_args(args)
-    from .training import model_problem
+    """The problem named by --problem, built from its own defaults and only the flags the user set."""
+    kwargs = given(args)
+    torch_problem = args.problem in TORCH_PROBLEMS
+    allowed = TORCH_FLAGS if torch_problem else NUMPY_FLAGS[args.problem]
+    for name in kwargs:
+        if name in FLAG_NAMES and name not in allowed:
+            if name in TORCH_FLAGS and not torch_problem and name not in ("batch_size", "seed"):
+                raise PintrainError(f"{FLAG_NAMES[name]} applies to the torch problems ({', '.join(TORCH_PROBLEMS)})")
+            if name == "seed" and args.problem in PAPER_PROBLEMS:
+                raise PintrainError(f"--seed does not apply to {args.problem}: its data and weights are the paper's")
+            if name == "batch_size" and args.problem == "xor":
+                raise PintrainError("--batch-size does not apply to xor, which trains full-batch")
+            if name == "examples" and args.problem == "paper1":
+                raise PintrainError("--examples applies to paper2; paper1 has its four XOR samples")
+            raise PintrainError(f"{FLAG_NAMES[name]} does not apply to --problem {args.problem}")
+    if not torch_problem:
+        from .training import model_problem
 
-    if args.optimizer != "sgd" or args.dtype != "float64":
-        raise PintrainError(f"--optimizer and --dtype apply to the torch problems ({', '.join(TORCH_PROBLEMS)})")
-    paper = args.problem in PAPER_PROBLEMS
-    kwargs = {"steps": _or(args.steps, 4096), "coarse": args.coarse or ("solver1" if paper else "gauss-newton")}
-    names = ["lr", "max_ratio", "sample", "alpha_growth", "alpha_max"]
-    names += ["data", "examples"] if paper else ["hidden", "batch_size", "seed"]
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None:
-            kwargs[name] = value
-    for name, flag in (("hidden", "--hidden"), ("batch_size", "--batch-size"), ("data", "--data"),
-                       ("examples", "--examples")):  # fmt: skip
-        if getattr(args, name, None) is not None and name not in names:
-            raise PintrainError(f"{flag} does not apply to --problem {args.problem}")
-    if args.seed != 0 and paper:
-        raise PintrainError(f"--seed does not apply to {args.problem}: its data and weights are the paper's")
-    if args.problem == "xor" and "batch_size" in kwargs:
-        raise PintrainError("--batch-size does not apply to xor, which trains full-batch")
-    if args.problem == "paper1" and "examples" in kwargs:
-        raise PintrainError("--examples applies to paper2; paper1 has its four XOR samples")
-    return model_problem(args.problem, **kwargs)
-
-
-def _or(value, default):
-    return default if value is None else value
-
-
-def torch_problem_from_args(args: argparse.Namespace):
+        return model_problem(args.problem, **kwargs)
+    if kwargs.get("coarse", "union") not in TORCH_COARSE:
+        raise PintrainError(f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'")
     try:
         from .torch.digits import digits_problem
     except ImportError as err:
         raise PintrainError(f"--problem {args.problem} needs PyTorch: pip install 'pintrain[torch]' ({err})") from None
-    if args.coarse not in (None, "union", "split"):
-        raise PintrainError(
-            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'"
-        )
-    for name in ("hidden", "alpha_growth", "alpha_max", "data", "examples"):
-        if getattr(args, name) is not None:
-            raise PintrainError(f"--{name.replace('_', '-')} does not apply to {args.problem}")
-    hyper = {}
-    if args.momentum is not None:
-        hyper["momentum"] = args.momentum
-    if args.weight_decay is not None:
-        hyper["weight_decay"] = args.weight_decay
-    return digits_problem(
-        args.problem,
-        steps=_or(args.steps, 1000),
-        batch_size=_or(args.batch_size, 32),
-        optimizer=args.optimizer,
-        lr=args.lr if args.lr is not None else (0.002 if args.optimizer.startswith("adam") else 0.05),
-        seed=args.seed,
-        coarse=args.coarse or "union",
-        max_ratio=_or(args.max_ratio, 4),
-        sample=args.sample,
-        dtype=args.dtype,
-        **hyper,
-    )
-
-
-def describe_problem(problem) -> str:
-    d = problem.describe()
-    sched = d["schedule"]
-    data = "full-batch" if sched["full_batch"] else f"batch {sched['batch_size']} of {sched['n_samples']}"
-    if "network" not in d:  # a torch problem
-        opt = d["optimizer"]
-        hyper = ", ".join(f"{k} {v}" for k, v in opt.items() if k not in ("name", "lr"))
-        return (
-            f"{d['name']} ({d['module']}, {d['n_params']} weights, {d['dtype']}), {d['steps']} steps of "
-            f"{opt['name']} ({data}, lr {opt['lr']:g}{', ' + hyper if hyper else ''}), "
-            f"coarse propagator {d['coarse']!r}"
-        )
-    net = d["network"]
-    if sched["full_batch"]:
-        data = "full-batch GD"
-    elif sched["batch_size"] == 1 and not sched["shuffle"]:
-        data = f"GD on one example per step, in order ({sched['n_samples']} examples)"
-    else:
-        data = f"SGD, {data}"
-    sizes = "-".join(map(str, net["sizes"]))
-    extra = ", ".join(f"{k} {v:g}" for k, v in d["coarse_options"].items() if v is not None)
-    return (
-        f"{d['name']} ({sizes} {net['hidden']} network, {net['n_params']} weights), {d['steps']} steps of {data}, "
-        f"lr {d['lr']:g}, coarse propagator {d['coarse']!r}{f' ({extra})' if extra else ''}"
-    )
+    return digits_problem(args.problem, **kwargs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -253,57 +214,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     problem = problem_from_args(args)
     quiet = args.quiet
     if not quiet:
-        print(f"pintrain train: {describe_problem(problem)}")
+        print(f"pintrain train: {problem.summary()}")
         print(describe(problem.n_steps, opts))
         print(memory_line(problem.n_steps, problem.initial().size, opts))
         print()
     rec = compare(problem, opts, callback=print_iteration(quiet))
     if rec is None:  # an MPI rank other than 0: it took part in MGRIT; rank 0 reports
         return EXIT_OK
-    s, m = rec["serial"], rec["mgrit"]
-    if m["diverged"]:
-        write_json(args.json, rec)
-        print(f"serial training: final loss {s['final_loss']:.4e} in {s['wall_s']:.3f} s")
-        raise DivergenceError(m["error"], iteration=m["iterations"], level=m["level"], step=m["step"])
+    s = rec.serial
+    if rec.mgrit is None:
+        assert rec.failure is not None
+        write_json(args.json, rec.to_dict())
+        print(f"serial training: final loss {s.final_loss:.4e} in {s.wall_s:.3f} s")
+        raise rec.failure
+    m = rec.mgrit
     if not quiet:
         print()
     print(f"{'':28s} {'serial':>12s} {'MGRIT':>12s}")
-    print(f"{'iterations':28s} {'-':>12s} {m['iterations']:12d}")
-    print(f"{'wall time (s)':28s} {s['wall_s']:12.3f} {m['wall_s']:12.3f}")
-    print(f"{'final loss':28s} {s['final_loss']:12.4e} {m['final_loss']:12.4e}")
-    for key in s.get("metrics", {}):
-        print(f"{key.replace('_', ' '):28s} {s['metrics'][key]:12.4f} {m['metrics'][key]:12.4f}")
-    print(f"max |w_mgrit - w_serial| over all {problem.n_steps + 1} points: {rec['max_abs_diff']:.2e}")
+    print(f"{'iterations':28s} {'-':>12s} {m.iterations:12d}")
+    print(f"{'wall time (s)':28s} {s.wall_s:12.3f} {m.wall_s:12.3f}")
+    print(f"{'final loss':28s} {s.final_loss:12.4e} {m.final_loss:12.4e}")
+    for key in s.metrics:
+        print(f"{key.replace('_', ' '):28s} {s.metrics[key]:12.4f} {m.metrics[key]:12.4f}")
+    print(f"max |w_mgrit - w_serial| over all {problem.n_steps + 1} points: {rec.max_abs_diff:.2e}")
     if quiet:
-        print("residuals: " + " ".join(f"{r:.2e}" for r in m["residuals"]))
-    growth = serial_growth(s["losses"])
-    if m["converged"]:
-        print(f"converged: residual {m['residuals'][-1]:.2e} < tol {opts.tol:g}")
+        print("residuals: " + " ".join(f"{r:.2e}" for r in m.residuals))
+    growth = serial_growth(s.losses)
+    if m.converged:
+        print(f"converged: residual {m.residuals[-1]:.2e} < tol {opts.tol:g}")
     elif growth > SERIAL_BLOWUP:
         print(
             f"NOT converged: serial training itself diverges (its loss grows {growth:.3g}-fold, to "
-            f"{s['losses'][-1]:.3e}); a trajectory that amplifies every difference cannot be matched to the "
+            f"{s.losses[-1]:.3e}); a trajectory that amplifies every difference cannot be matched to the "
             "tolerance by an iterative method. Lower --lr."
         )
-    elif m.get("stalled"):
+    elif m.stalled:
         print(
-            f"NOT converged: the residual stopped at {m['residuals'][-1]:.2e} after {m['iterations']} iterations, "
+            f"NOT converged: the residual stopped at {m.residuals[-1]:.2e} after {m.iterations} iterations, "
             f"above tol {opts.tol:g}: a round-off floor (the trajectory amplifies round-off). Raise --tol above "
             "it, or lower --lr"
         )
     else:
         print(
-            f"NOT converged in {m['iterations']} iterations (residual {m['residuals'][-1]:.2e}); "
+            f"NOT converged in {m.iterations} iterations (residual {m.residuals[-1]:.2e}); "
             "try a stabler --coarse (gauss-newton; split for the torch problems), fewer --levels, a smaller "
             "--cfactor, or more --max-iter"
         )
-    write_json(args.json, rec)
+    record = rec.to_dict()
+    write_json(args.json, record)
     if args.plot is not None:
         from .plots import plot_comparison
 
-        plot_comparison(rec, args.plot)
+        plot_comparison(record, args.plot)
         print(f"wrote {args.plot}")
-    if m["converged"]:
+    if m.converged:
         return EXIT_OK
     return EXIT_DIVERGED if growth > SERIAL_BLOWUP else EXIT_NOT_CONVERGED
 
@@ -424,14 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="xor",
         help="model problem (default xor; paper1, paper2: Schroder 2017's two; digits-* need pintrain[torch])",
     )
-    pt.add_argument("--steps", type=int, default=None, help="training steps N (default 4096; digits 1000)")
+    pt.add_argument(
+        "--steps", type=int, default=None, help="training steps N (default: the problem's, 4096; paper2 1024; digits 1000)"
+    )
     pt.add_argument("--lr", type=float, default=None, help="learning rate (default: the problem's)")
     pt.add_argument("--hidden", type=int, default=None, help="xor, sine: hidden units (default: the problem's)")
     pt.add_argument("--batch-size", type=int, default=None, help="mini-batch size (sine 4, digits 32)")
-    pt.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights (default 0)")
+    pt.add_argument("--seed", type=int, default=None, help="seed of the data order and initial weights (default 0)")
     pt.add_argument(
         "--coarse",
-        choices=list(NUMPY_COARSE),
+        choices=list(COARSE_PROPAGATORS),
         default=None,
         help="coarse propagator (default gauss-newton; paper1/2: solver1; digits: union). naive, solver1, "
         "solver2: Schroder 2017's one step with a learning rate growing by level",
@@ -454,10 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="coarse steps estimate their gradient from this many of their m batches (default: all)",
     )
     g = pt.add_argument_group("torch problems (digits-*)")
-    g.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adam", "adamw"], default="sgd")
+    g.add_argument(
+        "--optimizer", choices=["sgd", "momentum", "nesterov", "adam", "adamw"], default=None, help="(default sgd)"
+    )
     g.add_argument("--momentum", type=float, default=None, help="momentum, nesterov: momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 0; adamw 0.01)")
-    g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="(default float64)")
+    g.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(default float64)")
     pt.add_argument("--json", type=Path, default=None, help="write serial and MGRIT results as JSON")
     pt.add_argument("--plot", type=Path, default=None, help="write a PNG of residuals and loss curves")
     pt.add_argument("-q", "--quiet", action="store_true", help="print only the summary")

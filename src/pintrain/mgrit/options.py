@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import OptionError, check_int, check_positive
@@ -104,3 +104,17 @@ class SolverOptions:
         if isinstance(d["cfactor"], tuple):
             d["cfactor"] = list(d["cfactor"])
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SolverOptions:
+        """The options of :meth:`to_dict` (a JSON record), validated again."""
+        kw = {k: v for k, v in d.items() if k != "nu"}
+        if isinstance(kw.get("cfactor"), list):
+            kw["cfactor"] = tuple(kw["cfactor"])
+        unknown = sorted(set(kw) - {f.name for f in fields(cls) if f.init})
+        if unknown:
+            raise OptionError("option", unknown[0], f"one of the SolverOptions fields ({', '.join(FIELDS)})")
+        return cls(**kw)
+
+
+FIELDS = tuple(f.name for f in fields(SolverOptions) if f.init)

@@ -1,13 +1,15 @@
-"""PyTorch models trained by MGRIT: ``fit`` and the pieces behind it (needs ``pintrain[torch]``)."""
+"""PyTorch models trained by MGRIT: ``fit`` and the torch model backend (needs ``pintrain[torch]``)."""
 
-from .fit import FitResult, accuracy, fit
-from .optimizers import OPTIMIZER_NAMES, Optimizer, make_optimizer
-from .problem import TorchProblem, UnsupportedModel, check_module
+from ..training.optimizers import OPTIMIZER_NAMES, Optimizer, make_optimizer
+from .fit import FitResult, fit
+from .model import TorchModel, UnsupportedModel, accuracy, check_module
+from .problem import TorchProblem
 
 __all__ = [
     "OPTIMIZER_NAMES",
     "FitResult",
     "Optimizer",
+    "TorchModel",
     "TorchProblem",
     "UnsupportedModel",
     "accuracy",

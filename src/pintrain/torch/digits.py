@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import OptionError, PintrainError
-from .optimizers import make_optimizer
+from ..training.optimizers import make_optimizer
 from .problem import TorchProblem
 
 N_TEST = 450
@@ -69,10 +69,10 @@ MODELS = {"digits-mlp": (mlp, False), "digits-cnn": (cnn, True)}
 
 def digits_problem(
     name: str = "digits-mlp",
-    steps: int = 2000,
+    steps: int = 1000,
     batch_size: int = 32,
     optimizer: str = "sgd",
-    lr: float = 0.05,
+    lr: float | None = None,
     seed: int = 0,
     coarse: str = "union",
     max_ratio: int = 4,
@@ -81,7 +81,11 @@ def digits_problem(
     **optimizer_kwargs: Any,
 ) -> TorchProblem:
     """A digits model problem: the network ``name`` ("digits-mlp" or "digits-cnn"), initialised from
-    ``seed``, trained with cross-entropy on the training split; test accuracy via ``metrics``."""
+    ``seed``, trained with cross-entropy on the training split; test accuracy via ``metrics``.
+    These defaults are the problem's (the CLI passes on only what the user sets); ``lr`` defaults
+    to 0.002 for Adam/AdamW and 0.05 otherwise."""
+    if lr is None:
+        lr = 0.002 if optimizer.startswith("adam") else 0.05
     if name not in MODELS:
         raise OptionError("problem", name, f"one of {', '.join(MODELS)}")
     make, image = MODELS[name]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import not_converged
-from ..errors import OptionError
-from ..mgrit import Result, SolverOptions, solve
-from .optimizers import make_optimizer
+from ..api import not_converged, train
+from ..errors import NotConvergedError, OptionError
+from ..mgrit import Result, SolverOptions
+from ..training.optimizers import make_optimizer
 from .problem import TorchProblem
 
 
@@ -41,7 +40,7 @@ class FitResult:
 
     @property
     def final_weights(self) -> torch.Tensor:
-        return self.problem.weights(self.states[-1])
+        return torch.from_numpy(np.ascontiguousarray(self.problem.weights(self.states[-1])))
 
     @property
     def converged(self) -> bool:
@@ -108,28 +107,12 @@ def fit(
         max_ratio=max_ratio,
         sample=sample,
     )
-    res = None
-    if method == "serial":
-        t0 = time.perf_counter()
-        states = problem.serial_torch()
-        wall = time.perf_counter() - t0
-        final = states[-1]
-    else:
-        opts = options or SolverOptions(levels=levels, cfactor=cfactor, tol=tol)
-        res = solve(problem, options=opts, callback=callback, comm=comm, gather=True)
-        states, wall, final = res.states, res.wall_s, res.final_state
-    whole = res is None or (res.first_index == 0 and states.shape[0] == steps + 1)
-    losses = problem.step_losses(states) if whole else np.empty(0)
-    out = FitResult(problem.model_at(final), losses, states, res, wall, method, problem)
-    if res is not None and not res.converged and not allow_unconverged:
-        raise not_converged(res, out)
+    if method == "mgrit" and options is None:
+        options = SolverOptions(levels=levels, cfactor=cfactor, tol=tol)
+    run = train(problem, method, options, callback, comm=comm, allow_unconverged=True)
+    final = run.states[-1] if run.solver is None else run.solver.final_state
+    out = FitResult(problem.model_at(final), run.step_losses(), run.states, run.solver, run.wall_s, method, problem)
+    if run.solver is not None and not run.solver.converged and not allow_unconverged:
+        err: NotConvergedError = not_converged(run.solver, out)
+        raise err
     return out
-
-
-def accuracy(model: nn.Module, X: Any, y: Any) -> float:
-    """Fraction of rows whose arg-max output is the label."""
-    X = torch.as_tensor(X)
-    dtype = next(model.parameters()).dtype
-    with torch.no_grad():
-        pred = model(X.to(dtype) if X.is_floating_point() else X).argmax(dim=-1)
-    return float((pred == torch.as_tensor(y)).double().mean())

@@ -14,13 +14,20 @@ import numpy as np
 
 from ..errors import OptionError, check_int
 from .mlp import MLP
+from .model import NumpyModel
+from .optimizers import SGD
 from .paper import paper1_problem, paper2_problem
 from .problem import TrainingProblem
 from .schedule import Schedule
 
 
 def xor_problem(
-    steps: int = 4096, lr: float = 1.0, hidden: int = 4, seed: int = 0, coarse: str = "union", **coarse_options: Any
+    steps: int = 4096,
+    lr: float = 1.0,
+    hidden: int = 4,
+    seed: int = 0,
+    coarse: str = "gauss-newton",
+    **coarse_options: Any,
 ) -> TrainingProblem:
     """A 3-4-1 sigmoid network (no biases; the third input is a constant 1) learns
     XOR of the first two inputs from its four samples by full-batch gradient descent on
@@ -31,7 +38,9 @@ def xor_problem(
     check_int("hidden", hidden, 1)
     model = MLP((3, hidden, 1), hidden="sigmoid", output="sigmoid", bias=False, loss="sse")
     w0 = model.init(np.random.default_rng(seed), "uniform")
-    return TrainingProblem(model, X, Y, Schedule(4, None, seed), lr, steps, w0, coarse, coarse_options, name="xor")
+    return TrainingProblem(
+        NumpyModel(model, X, Y, w0), Schedule(4, None, seed), SGD(lr), steps, coarse, name="xor", **coarse_options
+    )
 
 
 def sine_problem(
@@ -41,7 +50,7 @@ def sine_problem(
     batch_size: int = 4,
     n_samples: int = 256,
     seed: int = 0,
-    coarse: str = "union",
+    coarse: str = "gauss-newton",
     **coarse_options: Any,
 ) -> TrainingProblem:
     """A 1-8-1 tanh network (linear output, biases) fits y = sin(x) from
@@ -56,7 +65,13 @@ def sine_problem(
     model = MLP((1, hidden, 1), hidden="tanh", output="identity", bias=True, loss="mse")
     w0 = model.init(rng, "glorot")
     return TrainingProblem(
-        model, X, Y, Schedule(n_samples, batch_size, seed), lr, steps, w0, coarse, coarse_options, name="sine"
+        NumpyModel(model, X, Y, w0),
+        Schedule(n_samples, batch_size, seed),
+        SGD(lr),
+        steps,
+        coarse,
+        name="sine",
+        **coarse_options,
     )
 
 

@@ -22,6 +22,8 @@ import numpy as np
 
 from ..errors import OptionError, check_int, check_positive
 from .mlp import MLP, layer_sizes
+from .model import NumpyModel
+from .optimizers import SGD
 from .problem import TrainingProblem
 from .propagators import ALPHA_GROWTH
 from .schedule import Schedule
@@ -209,7 +211,8 @@ def paper1_problem(
     net = TraskNetwork((3, 4, 1))
     w0 = net.flat(list(xor_appendix_weights(seed)))
     options = _with_cap(coarse, alpha_max, coarse_options)
-    return TrainingProblem(net, XOR_X, XOR_Y, _schedule(4, data), lr, steps, w0, coarse, options, name="paper1")
+    model = NumpyModel(net, XOR_X, XOR_Y, w0)
+    return TrainingProblem(model, _schedule(4, data), SGD(lr), steps, coarse, name="paper1", **options)
 
 
 def paper2_problem(
@@ -234,4 +237,5 @@ def paper2_problem(
     net = TraskNetwork((24, 128, 64, 12))
     w0 = net.flat([rs.standard_normal((i, o)) * 0.2 - 0.1 for i, o in net.layers])
     options = _with_cap(coarse, alpha_max, coarse_options)
-    return TrainingProblem(net, X, Y, _schedule(examples, data), lr, steps, w0, coarse, options, name="paper2")
+    model = NumpyModel(net, X, Y, w0)
+    return TrainingProblem(model, _schedule(examples, data), SGD(lr), steps, coarse, name="paper2", **options)

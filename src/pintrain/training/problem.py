@@ -1,83 +1,84 @@
-"""Training as an evolution: w_{k+1} = w_k - lr * grad L_k(w_k), one SGD step per fine time step."""
+"""Training as an evolution: one training problem = model x schedule x optimizer x coarse propagator.
+
+The fine step k is one optimizer step (:mod:`.optimizers`) on the batch ``schedule.batch(k)`` with
+the gradient the model backend computes (:mod:`.model`: the numpy MLP, or a torch module through
+:mod:`pintrain.torch`); a coarse step (spacing m > 1) is the propagator named by ``coarse``
+(:mod:`.propagators`).  The same class serves every backend: the solver's numpy states are handed
+to the backend's arrays at the boundary (zero-copy on the CPU).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import OptionError, check_int, check_memory, check_positive
-from .mlp import MLP
-from .propagators import ALPHA_GROWTH, COARSE_PROPAGATORS
+from .model import Batches, HasMetrics, HasSerialLoop, Linearizable, Model
+from .optimizers import SGD, Optimizer
+from .propagators import COARSE_PROPAGATORS
 from .schedule import Schedule, check_steps, coarse_steps
-
-if TYPE_CHECKING:
-    from .paper import TraskNetwork
 
 COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max")
 
 
 class TrainingProblem:
-    """A :class:`pintrain.mgrit.Problem` whose fine step is one (S)GD step on step k's batch.
+    """A :class:`pintrain.mgrit.Problem`: ``model`` trained by ``optimizer`` for ``steps`` steps on
+    the batches of ``schedule``, coarse steps by the propagator ``coarse``.
 
-    ``L_k`` is the model's loss on the batch ``schedule.batch(k)``.  ``step(u, k, m)`` with m > 1
-    is the coarse propagator named by ``coarse`` (see :mod:`pintrain.training.propagators`).
-    ``step_many`` steps many weight vectors at once with one batched forward/backward pass.
+    Coarse options: ``max_ratio`` (``split``: longest sub-interval, default 4), ``sample=r`` (a
+    coarse gradient over m batches estimated from r of them, weighted m / r), ``alpha_growth`` and
+    ``alpha_max`` (the paper's learning-rate rule of ``naive``/``solver1``/``solver2``).
     """
 
     def __init__(
         self,
-        model: MLP | TraskNetwork,
-        X: np.ndarray,
-        Y: np.ndarray,
+        model: Model,
         schedule: Schedule,
-        lr: float,
-        n_steps: int,
-        w0: np.ndarray,
+        optimizer: Optimizer,
+        steps: int,
         coarse: str = "union",
-        coarse_options: dict[str, Any] | None = None,
+        *,
         name: str = "training",
+        **coarse_options: Any,
     ) -> None:
-        check_int("steps", n_steps, 1)
-        check_positive("lr", lr)
+        check_int("steps", steps, 1)
+        if not isinstance(model, Model):
+            raise OptionError("model", type(model).__name__, "a model backend (pintrain.training.Model)")
+        if not isinstance(optimizer, Optimizer):
+            raise OptionError("optimizer", optimizer, "an Optimizer (pintrain.training.make_optimizer)")
         if coarse not in COARSE_PROPAGATORS:
             raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
-        X = np.asarray(X, dtype=np.float64)
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
-        if X.ndim != 2 or X.shape[1] != model.sizes[0] or Y.shape != (X.shape[0], model.sizes[-1]):
-            raise OptionError(
-                "data",
-                f"X {X.shape}, Y {Y.shape}",
-                f"X of shape (n, {model.sizes[0]}) and Y of shape (n, {model.sizes[-1]})",
-            )
-        if schedule.n_samples != X.shape[0]:
-            raise OptionError("schedule.n_samples", schedule.n_samples, f"the number of samples, {X.shape[0]}")
-        w0 = np.asarray(w0, dtype=np.float64).reshape(-1)
-        if w0.size != model.n_params or not np.isfinite(w0).all():
-            raise OptionError("w0", f"{w0.size} values", f"{model.n_params} finite values")
+        refusal = COARSE_PROPAGATORS[coarse].refusal(isinstance(model, Linearizable), optimizer)
+        if refusal is not None:
+            raise OptionError("coarse", coarse, f"a propagator this problem can run: {refusal}")
+        if schedule.n_samples != model.n_samples:
+            raise OptionError("schedule.n_samples", schedule.n_samples, f"the number of samples, {model.n_samples}")
         self.model = model
-        self.X, self.Y = X, Y
+        self.ops = model.ops
         self.schedule = schedule
-        self.lr = float(lr)
-        self.n_steps = int(n_steps)
-        self.w0 = w0
+        self.optimizer = optimizer
+        self.n_steps = int(steps)
+        self.n_params = int(model.n_params)
         self.coarse = coarse
-        self.coarse_options = dict(coarse_options or {})
-        self._check_coarse_options()
-        self.sample = self.coarse_options.get("sample")
         self.name = name
+        self.coarse_options = {k: v for k, v in coarse_options.items() if not (k == "max_ratio" and v is None)}
+        self._check_coarse_options()
+        self.max_ratio = int(self.coarse_options.get("max_ratio", 4))
+        self.sample: int | None = self.coarse_options.get("sample")
         if not schedule.full_batch:  # full batch: every step takes all samples, no table needed
             need = self.n_steps * schedule.batch_size * 8
-            check_memory(need, f"the batch table of {n_steps} steps", "use fewer steps")
+            check_memory(need, f"the batch table of {steps} steps", "use fewer steps")
         self.table = np.empty((0, 0), dtype=np.int64) if schedule.full_batch else schedule.table(self.n_steps)
-        self._coarse_fn = COARSE_PROPAGATORS[coarse]
-        self._scale = model.loss_scale(schedule.batch_size)
+        self.u0 = np.ascontiguousarray(self.ops.to_numpy(optimizer.init(model.initial_weights(), self.ops)))
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.lr
 
     def _check_coarse_options(self) -> None:
-        paper_rule = ALPHA_GROWTH.get(self.coarse) is not None
+        paper_rule = COARSE_PROPAGATORS[self.coarse].alpha_growth is not None
         for key, value in self.coarse_options.items():
             if key not in COARSE_OPTIONS:
                 raise OptionError("coarse option", key, f"one of {', '.join(COARSE_OPTIONS)}")
@@ -99,25 +100,30 @@ class TrainingProblem:
                 continue
             if paper_rule and value is not None:
                 raise OptionError(key, value, f"None: coarse {self.coarse!r} takes one step on fixed data")
-            if value is not None or key == "max_ratio":
-                check_int(key, value, 1)
+            if value is not None:
+                check_int(key, value, 1, ", or None for all m batches" if key == "sample" else "")
 
     # -- the Problem protocol ----------------------------------------------------------------
     def initial(self) -> np.ndarray:
-        return self.w0.copy()
+        return self.u0.copy()
 
     def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-        ks = np.asarray(ks, dtype=np.int64)
-        if m == 1:
-            return U - self.lr * self.gradient_sum(U, ks, 1)
-        return self._coarse_fn(self, U, ks, m)
+        ks = np.asarray(ks, dtype=np.int64).reshape(-1)
+        ops = self.ops
+        S = ops.asarray(U)
+        with ops.no_grad():
+            if m == 1:
+                out = self.optimizer.fine(S, self.gradient_sum(S[:, : self.n_params], ks, 1), ops.steps(ks), ops)
+            else:
+                out = COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
+        return ops.to_numpy(out)
 
     def step(self, u: np.ndarray, k: int, m: int) -> np.ndarray:
         return self.step_many(u[None, :], np.array([k]), m)[0]
 
     @property
     def divergence_hint(self) -> str:
-        if ALPHA_GROWTH.get(self.coarse) is not None:
+        if COARSE_PROPAGATORS[self.coarse].alpha_growth is not None:
             return (
                 f"coarse propagator {self.coarse!r} takes one step of a learning rate that grows with the level "
                 f"(lr = {self.lr:g}, up to {self.coarse_lr(1 << 30):g}); cap it lower with alpha_max, use "
@@ -129,100 +135,137 @@ class TrainingProblem:
                 "MGRIT's iterates left the region where that linearisation holds: use fewer levels, a smaller "
                 "cfactor, nested iteration (--nested) or a smaller lr"
             )
+        gauss = COARSE_PROPAGATORS["gauss-newton"].refusal(isinstance(self.model, Linearizable), self.optimizer)
+        if gauss is None:
+            stable = "the stable coarse propagator 'gauss-newton'"
+        elif self.coarse == "split":
+            stable = f"a smaller max_ratio than {self.max_ratio}"
+        else:
+            stable = f"coarse='split' (max_ratio={self.max_ratio})"
         return (
-            f"coarse propagator {self.coarse!r} takes steps of m * lr on a level of spacing m "
-            f"(lr = {self.lr:g}); use the stable coarse propagator 'gauss-newton', fewer levels, "
-            "or a smaller cfactor"
+            f"coarse propagator {self.coarse!r} takes steps of about m * lr on a level of spacing m "
+            f"(lr = {self.lr:g}); use {stable}, fewer levels, a smaller cfactor or a smaller lr"
         )
 
     def coarse_lr(self, m: int) -> float:
         """The learning rate of one coarse step of the paper's propagators on a level of spacing m:
         ``min(lr * growth**log2(m), alpha_max)``."""
-        growth = self.coarse_options.get("alpha_growth") or ALPHA_GROWTH.get(self.coarse) or 1.0
+        growth = self.coarse_options.get("alpha_growth") or COARSE_PROPAGATORS[self.coarse].alpha_growth or 1.0
         lr = self.lr * growth ** math.log2(m) if m > 1 else self.lr
         cap = self.coarse_options.get("alpha_max")
         return lr if cap is None else min(lr, float(cap))
 
-    # -- pieces the propagators use ----------------------------------------------------------
-    def union(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, float]:
-        """Sample indices of the batches that stand for steps ``ks[i] .. ks[i] + m - 1`` (all m, or
-        the ``sample`` option's r of them, :func:`coarse_steps`): ``(len(ks), r * batch_size)``, and
-        the weight of each batch's loss (1, or m / r)."""
+    # -- the batches behind a step -----------------------------------------------------------
+    def batches(self, ks: np.ndarray, m: int) -> Batches:
+        """The batches that stand for steps ``ks[i] .. ks[i] + m - 1``: all m, or the ``sample`` option's
+        r of them (:func:`coarse_steps`), each weighted 1 or m / r.  Full-batch training sees the same
+        samples at every step, so the union of m batches is the data set with weight m (one pass)."""
+        ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         check_steps(ks, m, self.n_steps)
-        steps, weight = coarse_steps(ks, m, self.sample)
-        return self.table[steps].reshape(ks.size, -1), weight
-
-    def _data(self, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """Inputs, targets and loss factor of the union of the batches of steps ``ks[i] .. ks[i] + m - 1``.
-
-        Full-batch training sees the same samples at every step, so the union of m batches is the
-        data set counted m times: one pass over it with the loss weighted by m, not m passes.
-        """
         if self.schedule.full_batch:
-            check_steps(ks, m, self.n_steps)
-            return self.X, self.Y, m * self._scale
-        idx, weight = self.union(ks, m)
-        return self.X[idx], self.Y[idx], weight * self._scale
+            return Batches(None, 1, float(m))
+        steps, weight = coarse_steps(ks, m, self.sample)
+        return Batches(self.table[steps].reshape(ks.size, -1), steps.shape[1], weight)
 
-    def gradient_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    def gradient_sum(self, W: Any, ks: np.ndarray, m: int) -> Any:
         """``sum_{j=k}^{k+m-1} grad L_j(w)`` for every row (the gradient over the union of the m batches;
         estimated from r of them, weighted m / r, with the ``sample=r`` coarse option)."""
-        X, Y, scale = self._data(ks, m)
-        return self.model.gradient(W, X, Y, scale)
+        return self.model.gradient(W, self.batches(ks, m))
 
-    def gradient_all(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    def gradient_all(self, W: Any, ks: np.ndarray, m: int) -> Any:
         """The gradient of one step's loss over the whole training set, for every row."""
-        check_steps(ks, m, self.n_steps)
-        return self.model.gradient(W, self.X, self.Y, self.model.loss_scale(self.X.shape[0]))
+        check_steps(np.asarray(ks), m, self.n_steps)
+        return self.model.gradient(W, Batches(None))
 
-    def gradient_level(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    def gradient_level(self, W: Any, ks: np.ndarray, m: int) -> Any:
         """The gradient of fine step ``i = k / m``'s loss on its own batch: a level's step i trains
         on the data of fine step i (Schroder's "serialized" data), whatever the spacing."""
+        ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         check_steps(ks, m, self.n_steps)
         if self.schedule.full_batch:
-            return self.model.gradient(W, self.X, self.Y, self._scale)
-        idx = self.table[np.asarray(ks, dtype=np.int64) // m]
-        return self.model.gradient(W, self.X[idx], self.Y[idx], self._scale)
-
-    def gauss_newton_sum(self, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-        """The Gauss-Newton Hessian of the m step losses, ``scale * J^T J`` (B, P, P)."""
-        X, _, scale = self._data(ks, m)
-        return self.model.gauss_newton(W, X, scale)
+            return self.model.gradient(W, Batches(None))
+        return self.model.gradient(W, Batches(self.table[ks // m]))
 
     def linearization(self, W: np.ndarray, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """``(J, r, scale)`` over the union of the m batches: output residuals ``r`` (B, R), their
-        Jacobian ``J`` (B, R, P); the gradient sum is ``scale * J^T r``, the Gauss-Newton Hessian
-        ``scale * J^T J``."""
-        X, Y, scale = self._data(ks, m)
-        out, J = self.model.output_jacobian(W, X)
-        return J, out - Y.reshape(-1 if Y.ndim == 2 else (Y.shape[0], -1)), scale
+        """``(J, r, scale)`` over the union of the m batches (:class:`~pintrain.training.model.Linearizable`)."""
+        if not isinstance(self.model, Linearizable):
+            raise OptionError("coarse", self.coarse, "a propagator that does not need the model's Jacobian")
+        return self.model.linearization(W, self.batches(ks, m))
 
-    # -- reporting ---------------------------------------------------------------------------
-    def losses(self, states: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """Loss on the whole training set (normalised as one step's loss) for every row of ``states``."""
-        n = self.X.shape[0]
-        scale = self.model.loss_scale(n)
+    # -- reference and reporting ---------------------------------------------------------------
+    def serial_states(self) -> np.ndarray:
+        """Serial training, every step's state as a row: the model framework's own loop where it has one
+        (torch: ``loss.backward(); opt.step()``), else the loop of fine steps."""
+        if isinstance(self.model, HasSerialLoop):
+            table = None if self.schedule.full_batch else self.table
+            return self.model.serial_states(self.optimizer, table, self.n_steps)
+        from ..mgrit import serial_solve
+
+        return serial_solve(self)
+
+    def weights(self, states: np.ndarray) -> np.ndarray:
+        """The weights part of a state (or of rows of states)."""
+        return states[..., : self.n_params]
+
+    def losses(self, states: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """The loss over the whole training set (normalised as one step's loss) at every row of ``states``."""
         out = np.empty(states.shape[0])
-        for start in range(0, states.shape[0], chunk):
-            err = self.model.predict(states[start : start + chunk], self.X) - self.Y[None]
-            out[start : start + chunk] = 0.5 * scale * np.sum(err * err, axis=(1, 2))
+        with self.ops.no_grad():
+            for start in range(0, states.shape[0], chunk):
+                W = self.ops.asarray(np.ascontiguousarray(self.weights(states[start : start + chunk])))
+                out[start : start + chunk] = self.ops.to_numpy(self.model.loss(W, Batches(None)))
         return out
 
+    def step_losses(self, states: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """``L_k(w_k)``: the loss of step k's batch at the weights before step k, k = 0 .. len - 2
+        (what a training loop logs)."""
+        n = min(states.shape[0] - 1, self.n_steps)
+        out = np.empty(n)
+        with self.ops.no_grad():
+            for start in range(0, n, chunk):
+                ks = np.arange(start, min(n, start + chunk))
+                W = self.ops.asarray(np.ascontiguousarray(self.weights(states[start : start + ks.size])))
+                out[start : start + ks.size] = self.ops.to_numpy(self.model.loss(W, self.batches(ks, 1)))
+        return out
+
+    def metrics(self, state: np.ndarray) -> dict[str, float]:
+        """The model's figures of merit (accuracy, ...) at ``state``; empty if it has none."""
+        if not isinstance(self.model, HasMetrics):
+            return {}
+        return self.model.metrics(self.ops.asarray(np.ascontiguousarray(self.weights(state))))
+
     def describe(self) -> dict[str, Any]:
-        m = self.model
+        opt = self.optimizer
         return {
             "name": self.name,
-            "network": {
-                "sizes": list(m.sizes),
-                "hidden": m.hidden,
-                "output": m.output,
-                "bias": m.bias,
-                "loss": m.loss,
-                "n_params": m.n_params,
-            },
+            "model": self.model.describe(),
+            "optimizer": {"name": opt.name, "lr": opt.lr, **opt.hyper},
+            "state_size": int(self.u0.size),
             "schedule": self.schedule.describe(),
-            "lr": self.lr,
+            "lr": opt.lr,
             "steps": self.n_steps,
             "coarse": self.coarse,
-            "coarse_options": self.coarse_options,
+            "coarse_options": dict(self.coarse_options),
         }
+
+    def summary(self) -> str:
+        """One line: the problem, the model, the data, the optimizer and the coarse propagator."""
+        d = self.describe()
+        sched, opt = d["schedule"], self.optimizer
+        if sched["full_batch"]:
+            data = "full-batch"
+        elif sched["batch_size"] == 1 and not sched["shuffle"]:
+            data = f"one example per step, in order ({sched['n_samples']} examples)"
+        else:
+            data = f"batch {sched['batch_size']} of {sched['n_samples']}"
+        if type(opt) is SGD and not opt.weight_decay:
+            train = "full-batch GD" if data == "full-batch" else ("GD on " if "example" in data else "SGD, ") + data
+            train += f", lr {opt.lr:g}"
+        else:
+            hyper = "".join(f", {k} {v}" for k, v in opt.hyper.items() if k not in ("nesterov", "decoupled"))
+            train = f"{opt.name} ({data}, lr {opt.lr:g}{hyper})"
+        extra = ", ".join(f"{k} {v:g}" for k, v in self.coarse_options.items() if v is not None)
+        return (
+            f"{self.name} ({d['model']['summary']}), {self.n_steps} steps of {train}, "
+            f"coarse propagator {self.coarse!r}{f' ({extra})' if extra else ''}"
+        )

@@ -1,21 +1,27 @@
-"""Coarse propagators: what one step of a coarse level (spacing m) does in place of m SGD steps.
+"""Coarse propagators: what one step of a coarse level (spacing m) does in place of m optimizer steps.
 
-Each is a function ``(problem, W, ks, m) -> W_new`` over a batch of independent weight vectors
-``W`` (B, P) starting at fine steps ``ks``.  With ``g(w) = sum_{j=k}^{k+m-1} grad L_j(w)``, the sum of
+One registry, one meaning per name, for every model backend and optimizer.  Each propagator is a
+function ``(problem, S, ks, m) -> S_new`` over a batch of independent states ``S`` (B, state size:
+the weights, then the optimizer's slots) starting at fine steps ``ks``, in the model backend's
+arrays; one that needs a capability the model or the optimizer lacks is refused when the problem
+is built, with the reason.  With ``g(w) = sum_{j=k}^{k+m-1} grad L_j(w)``, the sum of
 the gradients of the m step losses at the same weights (the gradient over the union of the m
 batches, each sample weighted as in its own step; with the coarse option ``sample=r``, estimated
 from r of the m batches spread over the interval, weighted m / r, so that a coarse step costs
 about r fine steps of work instead of m):
 
 ``union``
-    One explicit step, ``w - lr * g(w)``: m times the learning rate over the data of the m steps.
-    Exact for m = 1; cheap; unstable once ``m * lr`` passes the stability limit of gradient
-    descent (about 2 / largest Hessian eigenvalue of the mean loss).
+    The gradient of the m step losses at the start, frozen, and the optimizer's m steps with it
+    (:meth:`~pintrain.training.optimizers.Optimizer.frozen`).  For plain SGD one explicit step
+    ``w - lr * g(w)``: m times the learning rate over the data of the m steps.  Exact for m = 1;
+    cheap; unstable once ``m * lr`` passes the stability limit of gradient descent (about
+    2 / largest Hessian eigenvalue of the mean loss).
 
 ``split``
-    The same gradient-flow step split into s equal explicit sub-steps, ``w <- w - (lr / s) g(w)``,
-    with ``s = ceil(m / max_ratio)`` so that each sub-step is at most ``max_ratio`` fine learning
-    rates long (default 4).  Stable when ``max_ratio * lr`` is; costs s gradients of the union.
+    The interval cut into ``s = ceil(m / max_ratio)`` near-equal sub-intervals of at most
+    ``max_ratio`` fine steps (default 4), each a ``union`` step over its own batches at the weights
+    reached so far.  Stable where ``max_ratio * lr`` is; the same data as ``union`` (one pass over
+    the m batches in all), in s sequential passes.
 
 ``gauss-newton``
     A linearly implicit step: ``w - (I + lr H)^{-1} lr g(w)`` with ``H = sum_j J_j^T S_j J_j`` the
@@ -26,9 +32,10 @@ about r fine steps of work instead of m):
     singular or not finite becomes NaN and the solver reports a divergence there).  Costs one
     Jacobian and one R x R solve per point, R the smaller of P and the number of outputs in the
     union (through the Woodbury identity when the union is the smaller): for small networks.
+    Needs a model that gives its output Jacobian (the numpy backend) and plain SGD.
 
-Schroder's (2017) coarse propagators are something else: ONE step of the fine kind with a
-learning rate ``alpha(m)`` that depends on the level, ``alpha(m) = min(lr * growth**log2(m),
+Schroder's (2017) coarse propagators are something else: ONE step of the fine kind (the
+optimizer's fine update) with a learning rate ``alpha(m)`` that depends on the level, ``alpha(m) = min(lr * growth**log2(m),
 alpha_max)`` (with the paper's m = 2, level l has spacing 2**l and this is its
 ``min(growth**l alpha(b), alpha(max))``; coarse options ``alpha_growth`` and ``alpha_max``):
 
@@ -46,40 +53,65 @@ alpha_max)`` (with the paper's m = 2, level l has spacing 2**l and this is its
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .problem import TrainingProblem
-
-Propagator = Callable[["TrainingProblem", np.ndarray, np.ndarray, int], np.ndarray]
-
-
-def union(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-    return W - problem.lr * problem.gradient_sum(W, ks, m)
+from .arrays import ArrayOps
+from .model import Batches
+from .optimizers import SGD, Optimizer
 
 
-def all_data_step(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-    return W - problem.coarse_lr(m) * problem.gradient_all(W, ks, m)
+class CoarseContext(Protocol):
+    """What a propagator asks of the training problem (:class:`~pintrain.training.TrainingProblem`)."""
+
+    optimizer: Optimizer
+    max_ratio: int
+    n_params: int
+    ops: ArrayOps
+
+    def gradient_sum(self, W: Any, ks: np.ndarray, m: int) -> Any: ...
+
+    def gradient_all(self, W: Any, ks: np.ndarray, m: int) -> Any: ...
+
+    def gradient_level(self, W: Any, ks: np.ndarray, m: int) -> Any: ...
+
+    def linearization(self, W: Any, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]: ...
+
+    def coarse_lr(self, m: int) -> float: ...
 
 
-def level_step(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-    return W - problem.coarse_lr(m) * problem.gradient_level(W, ks, m)
+def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
+    G = problem.gradient_sum(S[:, : problem.n_params], ks, m)
+    return problem.optimizer.frozen(S, G, problem.ops.steps(ks), m, problem.ops)
 
 
-def split(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-    s = max(1, -(-m // int(problem.coarse_options.get("max_ratio", 4))))
-    h = problem.lr / s
-    for _ in range(s):
-        W = W - h * problem.gradient_sum(W, ks, m)
-    return W
+def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
+    s = -(-m // problem.max_ratio)
+    offset = 0
+    for r in np.diff(np.linspace(0, m, s + 1).round().astype(np.int64)):
+        S = union(problem, S, ks + offset, int(r))
+        offset += int(r)
+    return S
 
 
-def gauss_newton(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+def all_data_step(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
+    G = problem.gradient_all(S[:, : problem.n_params], ks, m)
+    return problem.optimizer.with_lr(problem.coarse_lr(m)).fine(S, G, problem.ops.steps(ks), problem.ops)
+
+
+def level_step(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
+    G = problem.gradient_level(S[:, : problem.n_params], ks, m)
+    return problem.optimizer.with_lr(problem.coarse_lr(m)).fine(S, G, problem.ops.steps(ks), problem.ops)
+
+
+def gauss_newton(problem: CoarseContext, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    # plain SGD (checked when the problem is built): the state is the weights
     # g = s J^T r, H = s J^T J, c = lr s:  (I + lr H)^{-1} g = s J^T (I + c J J^T)^{-1} r  (R x R system)
     J, r, s = problem.linearization(W, ks, m)
-    c = problem.lr * s
+    lr = problem.optimizer.lr
+    c = lr * s
     R, P = J.shape[1:]
     Jt = J.transpose(0, 2, 1)
     if R <= P:
@@ -92,7 +124,7 @@ def gauss_newton(problem: TrainingProblem, W: np.ndarray, ks: np.ndarray, m: int
         A *= c
         A += np.eye(P)
         d = _solve_rows(A, s * np.matmul(Jt, r[:, :, None]))[:, :, 0]
-    return W - problem.lr * d
+    return W - lr * d
 
 
 def _solve_rows(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -115,13 +147,41 @@ def _solve_rows(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Propagator:
+    """A coarse propagator: its function and the capabilities it needs."""
+
+    name: str
+    fn: Callable[[Any, Any, np.ndarray, int], Any]
+    needs_linearization: bool = False  # the model's output Jacobian (Linearizable)
+    plain_sgd: bool = False  # SGD without weight decay: the state is the weights alone
+    alpha_growth: float | None = None  # the paper's learning-rate growth per doubling (None: not one of them)
+
+    def refusal(self, linearizable: bool, optimizer: Optimizer) -> str | None:
+        """Why this propagator cannot run with this model and optimizer (None: it can)."""
+        if self.needs_linearization and not linearizable:
+            return (
+                f"coarse propagator {self.name!r} needs the model's output Jacobian (a linearization), which this "
+                "model backend does not provide; use 'union' or 'split'"
+            )
+        if self.plain_sgd and not (type(optimizer) is SGD and not optimizer.hyper.get("weight_decay")):
+            return (
+                f"coarse propagator {self.name!r} is the linearly implicit step of plain SGD; optimizer "
+                f"{optimizer.name!r} carries other state: use 'union' or 'split'"
+            )
+        return None
+
+
 COARSE_PROPAGATORS: dict[str, Propagator] = {
-    "union": union,
-    "split": split,
-    "gauss-newton": gauss_newton,
-    "naive": all_data_step,
-    "solver1": all_data_step,
-    "solver2": level_step,
+    p.name: p
+    for p in (
+        Propagator("union", union),
+        Propagator("split", split),
+        Propagator("gauss-newton", gauss_newton, needs_linearization=True, plain_sgd=True),
+        Propagator("naive", all_data_step, alpha_growth=1.0),
+        Propagator("solver1", all_data_step, alpha_growth=2.0),
+        Propagator("solver2", level_step, alpha_growth=2.0),
+    )
 }
 # the learning-rate growth per doubling of the spacing of the paper's propagators (None: not one of them)
-ALPHA_GROWTH: dict[str, float | None] = {"naive": 1.0, "solver1": 2.0, "solver2": 2.0}
+ALPHA_GROWTH: dict[str, float | None] = {name: p.alpha_growth for name, p in COARSE_PROPAGATORS.items()}

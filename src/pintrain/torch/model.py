@@ -1,0 +1,284 @@
+"""A user's ``torch.nn.Module``, loss and data as a model backend (:class:`pintrain.training.Model`).
+
+Many weight vectors are evaluated at once with ``torch.func.vmap`` over ``torch.func.grad`` of
+``torch.func.functional_call``: one batched forward and backward pass.  A step's loss is
+``loss_fn(model(X[batch]), y[batch])``; the union of r step batches is one forward pass over their
+samples with the loss taken on each step's part and summed.  ``serial_states`` is the usual
+``torch.optim`` loop, the reference MGRIT must match.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from ..errors import OptionError, PintrainError, check_int
+from ..training.model import Batches
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class UnsupportedModel(PintrainError):
+    """The module cannot be trained as a deterministic evolution (the message says why)."""
+
+
+class TorchOps:
+    """:class:`pintrain.training.arrays.ArrayOps` for torch tensors (CPU, zero-copy from numpy)."""
+
+    name = "torch"
+
+    def asarray(self, U: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(U))
+
+    def to_numpy(self, S: torch.Tensor) -> np.ndarray:
+        return S.numpy()
+
+    def steps(self, ks: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(ks, dtype=np.int64).reshape(-1))
+
+    def column(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.reshape(-1, 1).to(like.dtype)
+
+    def where(self, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(cond, a, b)
+
+    def sqrt(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x)
+
+    def clamp_min(self, x: torch.Tensor, low: float) -> torch.Tensor:
+        return torch.clamp(x, min=low)
+
+    def concat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, dim=1)
+
+    def zeros(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(shape)
+
+    def no_grad(self) -> AbstractContextManager[Any]:
+        return torch.no_grad()
+
+
+TORCH = TorchOps()
+
+
+def check_module(model: Any) -> None:
+    """Refuse, with the reason, a module whose training step is not a pure function of the weights."""
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModel(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    buffers = [name for name, _ in model.named_buffers()]
+    if buffers:
+        raise UnsupportedModel(
+            f"the module has buffers ({', '.join(buffers[:4])}{', ...' if len(buffers) > 4 else ''}), state that "
+            "its forward pass updates (BatchNorm running statistics and the like); MGRIT evolves the weights and "
+            "the optimizer state only. Use a normalisation without running statistics (LayerNorm, GroupNorm, or "
+            "BatchNorm with track_running_stats=False)"
+        )
+    if model.training:
+        random = [name or type(model).__name__ for name, mod in model.named_modules() if _is_random(mod)]
+        if random:
+            raise UnsupportedModel(
+                f"the module has dropout ({', '.join(random[:4])}) and is in training mode: it draws new random "
+                "numbers at every call, so a training step is not a function of the weights and the step index. "
+                "Remove the dropout, or call model.eval() to turn it off"
+            )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UnsupportedModel("the module has no trainable parameters (requires_grad=True)")
+
+
+def _is_random(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.modules.dropout._DropoutNd | nn.RReLU)
+
+
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise OptionError("dtype", dtype, '"float64" or "float32"')
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise OptionError("dtype", dtype, "torch.float64 or torch.float32")
+    return dtype
+
+
+class TorchModel:
+    """``module`` with ``loss_fn`` on ``(X, y)`` as a model backend; the module given is copied
+    (converted to ``dtype``), never changed.  ``max_batch_samples`` bounds the samples one vectorised
+    pass takes (rows are processed in chunks), to bound memory on coarse levels."""
+
+    ops = TORCH
+
+    def __init__(
+        self,
+        module: nn.Module,
+        loss_fn: Any,
+        X: Any,
+        y: Any,
+        *,
+        dtype: str | torch.dtype = "float64",
+        max_batch_samples: int = 1 << 16,
+        test_data: tuple[Any, Any] | None = None,
+    ) -> None:
+        check_module(module)
+        check_int("max_batch_samples", max_batch_samples, 1)
+        dtype = torch_dtype(dtype)
+        if not callable(loss_fn):
+            raise OptionError("loss_fn", loss_fn, "a callable loss_fn(output, target) -> scalar tensor")
+        X, y = torch.as_tensor(X).cpu(), torch.as_tensor(y).cpu()
+        if X.ndim < 1 or y.ndim < 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+            raise OptionError(
+                "data", f"X {tuple(X.shape)}, y {tuple(y.shape)}", "X and y with the same number (>0) of rows"
+            )
+        self.X = X.to(dtype) if X.is_floating_point() else X
+        self.y = y.to(dtype) if y.is_floating_point() else y
+        for label, data in (("X", self.X), ("y", self.y)):
+            if data.is_floating_point() and not torch.isfinite(data).all():
+                raise OptionError(label, "data with NaN/inf", "finite values")
+        self.dtype = dtype
+        self.module = copy.deepcopy(module).to(device="cpu", dtype=dtype)  # the backend steps on the CPU
+        self.loss_fn = loss_fn
+        self.max_batch_samples = int(max_batch_samples)
+        self.test_data = test_data
+        self.n_samples = int(X.shape[0])
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.n_params = sum(self.sizes)
+        with torch.no_grad():
+            self.w0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+        if not torch.isfinite(self.w0).all():
+            raise OptionError("model", "parameters with NaN/inf", "finite initial weights")
+        self._grad_shared = vmap(grad(self._loss_one), in_dims=(0, None, None))
+        self._grad_one = vmap(grad(self._loss_one))
+        self._grad_union = vmap(grad(self._loss_union), in_dims=(0, 0, 0, None))
+        self._loss_shared = vmap(self._loss_one, in_dims=(0, None, None))
+        self._loss_many = vmap(self._loss_one)
+        self._loss_unions = vmap(self._loss_union, in_dims=(0, 0, 0, None))
+        try:  # a trial gradient: refuse what torch.func cannot run now, not in the middle of a solve
+            trial = np.tile(np.arange(min(self.n_samples, 8), dtype=np.int64), (2, 1))
+            self.gradient(torch.stack([self.w0, self.w0]), Batches(trial))
+        except PintrainError:
+            raise
+        except Exception as err:
+            raise UnsupportedModel(
+                f"a training step of this module and loss failed under torch.func (functional_call, grad, "
+                f"vmap): {type(err).__name__}: {err}. The loss must return a scalar, and the module must not "
+                "use .item(), data-dependent Python control flow or in-place updates of its inputs"
+            ) from err
+
+    # -- pure functions of the flat weights ---------------------------------------------------
+    def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` views of a flat weight vector (or, under vmap, of one row)."""
+        out, pos = {}, 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
+            out[name] = w[pos : pos + size].reshape(shape)
+            pos += size
+        return out
+
+    def _loss_one(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(functional_call(self.module, self.unflatten(w), (xb,)), yb)
+
+    def _loss_union(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, r: int) -> torch.Tensor:
+        """Sum of r step losses: one forward pass over their batches, the loss on each step's part."""
+        out = functional_call(self.module, self.unflatten(w), (xb,))
+        b = out.shape[0] // r
+        return vmap(self.loss_fn)(out.reshape(r, b, *out.shape[1:]), yb.reshape(r, b, *yb.shape[1:])).sum()
+
+    # -- the Model protocol ---------------------------------------------------------------------
+    def initial_weights(self) -> torch.Tensor:
+        return self.w0.clone()
+
+    def _chunks(self, W: torch.Tensor, batches: Batches) -> list[tuple[torch.Tensor, np.ndarray | None]]:
+        per_row = self.n_samples if batches.idx is None else max(1, batches.idx.shape[1])
+        chunk = max(1, self.max_batch_samples // per_row)
+        return [
+            (W[s : s + chunk], None if batches.idx is None else batches.idx[s : s + chunk])
+            for s in range(0, W.shape[0], chunk)
+        ]
+
+    def _eval(self, W: torch.Tensor, batches: Batches, shared: Any, one: Any, union: Any) -> torch.Tensor:
+        parts = []
+        for w, idx in self._chunks(W, batches):
+            if idx is None:
+                parts.append(shared(w, self.X, self.y))
+                continue
+            ix = torch.from_numpy(idx)
+            xb, yb = self.X[ix], self.y[ix]
+            parts.append(one(w, xb, yb) if batches.r == 1 else union(w, xb, yb, batches.r))
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return out if batches.weight == 1.0 else batches.weight * out
+
+    def gradient(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        return self._eval(W, batches, self._grad_shared, self._grad_one, self._grad_union)
+
+    def loss(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        return self._eval(W, batches, self._loss_shared, self._loss_many, self._loss_unions)
+
+    def describe(self) -> dict[str, Any]:
+        dtype = str(self.dtype).replace("torch.", "")
+        return {
+            "kind": "torch",
+            "module": type(self.module).__name__,
+            "n_params": self.n_params,
+            "dtype": dtype,
+            "summary": f"{type(self.module).__name__}, {self.n_params} weights, {dtype}",
+        }
+
+    # -- the reference: the user's own loop -------------------------------------------------------
+    def serial_states(self, optimizer: Any, table: np.ndarray | None, n_steps: int) -> np.ndarray:
+        """Serial training the usual way: a copy of the module, ``torch.optim``, ``loss.backward()``,
+        ``opt.step()`` for every step (batch ``table[k]``, all samples if None); returns the state after
+        every step as rows (weights and optimizer state packed as in the evolution), row 0 the initial."""
+        model = copy.deepcopy(self.module)
+        params = [model.get_parameter(name) for name in self.names]
+        opt = optimizer.torch_optimizer(params)
+        u0 = optimizer.init(self.w0, TORCH).numpy()
+        out = np.empty((n_steps + 1, u0.size), dtype=u0.dtype)
+        out[0] = u0
+        for k in range(n_steps):
+            xb, yb = (self.X, self.y) if table is None else (self.X[table[k]], self.y[table[k]])
+            opt.zero_grad(set_to_none=True)
+            self.loss_fn(model(xb), yb).backward()
+            opt.step()
+            with torch.no_grad():
+                parts = [torch.cat([p.reshape(-1) for p in params])]
+                for slot in optimizer.torch_slots:
+                    parts.append(torch.cat([opt.state[p][slot].reshape(-1) for p in params]))
+                if optimizer.counts_steps:
+                    parts.append(torch.tensor([float(k + 1)], dtype=self.dtype))
+                out[k + 1] = torch.cat(parts).numpy()
+        return out
+
+    # -- results -------------------------------------------------------------------------------
+    def module_at(self, w: torch.Tensor) -> nn.Module:
+        """A copy of the module with the flat weights ``w``."""
+        out = copy.deepcopy(self.module)
+        with torch.no_grad():
+            for name, value in self.unflatten(w).items():
+                out.get_parameter(name).copy_(value)
+        return out
+
+    def metrics(self, w: torch.Tensor) -> dict[str, float]:
+        """Accuracy on the training data (and on ``test_data``) of the weights ``w``, for classifiers
+        (integer labels); empty otherwise."""
+        if self.y.is_floating_point() or self.y.ndim != 1:
+            return {}
+        model = self.module_at(w)
+        out = {"train_accuracy": accuracy(model, self.X, self.y)}
+        if self.test_data is not None:
+            out["test_accuracy"] = accuracy(model, *self.test_data)
+        return out
+
+
+def accuracy(model: nn.Module, X: Any, y: Any) -> float:
+    """Fraction of rows whose arg-max output is the label."""
+    X = torch.as_tensor(X)
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        pred = model(X.to(dtype) if X.is_floating_point() else X).argmax(dim=-1)
+    return float((pred == torch.as_tensor(y)).double().mean())

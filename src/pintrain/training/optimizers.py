@@ -1,0 +1,286 @@
+"""Optimizers as evolutions: one step of SGD, momentum, Nesterov, Adam or AdamW on a batch of flat states.
+
+The evolved state of a training run is ``[w, slots..., (t)]`` packed in one vector: the P weights,
+then the optimizer's P-sized slots (SGD: none; momentum and Nesterov: the momentum buffer; Adam and
+AdamW: the first and second moments), then, for Adam/AdamW, the step count t (as torch.optim keeps
+it in ``state["step"]``).  Each optimizer is a small frozen record of validated hyper-parameters
+with a pure update (in the spirit of optax's ``(init, update)`` pairs), written once against the
+array namespace :mod:`.arrays`, so it runs on numpy arrays and on torch tensors alike:
+
+- ``init(w0)``: the state before the first step (torch.optim's empty state);
+- ``fine(S, G, k)``: one step at global steps ``k`` with the gradients ``G`` of the step losses;
+  it equals ``torch.optim``'s step (same formulas, same order of operations), which
+  ``tests/test_torch.py`` checks against ``torch.optim`` itself;
+- ``frozen(S, G_sum, k, m)``: the m steps from k to k + m with the gradient frozen at its value at
+  the start (``G_sum`` is the sum of the m step-loss gradients there): the coarse step behind the
+  ``union`` propagator.  For plain SGD this is ``w - lr * G_sum``; for the others the optimizer's
+  own recurrence runs m times on the mean gradient (elementwise work, no forward or backward pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import OptionError
+from .arrays import NUMPY, ArrayOps
+
+
+def _check_lr(lr: object) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise OptionError("lr", lr, "a positive finite float")
+
+
+def _check_unit(name: str, value: object, low_open: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value < 1
+    ok = ok and (value > 0 if low_open else value >= 0)  # type: ignore[operator]
+    if not ok:
+        raise OptionError(name, value, f"a float in {'(0' if low_open else '[0'}, 1)")
+
+
+def _check_decay(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value >= 0):
+        raise OptionError("weight_decay", value, "a float >= 0")
+
+
+@dataclass(frozen=True)
+class Optimizer(ABC):
+    """An optimizer as an evolution of ``[w, slots..., (t)]``; subclasses validate their own fields."""
+
+    lr: float
+
+    name: ClassVar[str]
+    slots: ClassVar[int] = 0  # P-sized state slots after the weights
+    counts_steps: ClassVar[bool] = False  # a step count t at the end of the state
+    torch_slots: ClassVar[tuple[str, ...]] = ()  # torch.optim's names of the slots, in order
+
+    def __post_init__(self) -> None:
+        _check_lr(self.lr)
+        object.__setattr__(self, "lr", float(self.lr))
+
+    @property
+    def adam(self) -> bool:
+        return self.counts_steps
+
+    @property
+    def hyper(self) -> dict[str, Any]:
+        """The hyper-parameters besides the learning rate (for descriptions and JSON)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "lr"}
+
+    def with_lr(self, lr: float) -> Optimizer:
+        return dataclasses.replace(self, lr=lr)
+
+    def state_size(self, n_params: int) -> int:
+        return n_params * (1 + self.slots) + (1 if self.counts_steps else 0)
+
+    def init(self, w0: Any, ops: ArrayOps = NUMPY) -> Any:
+        """``[w0, zeros...]`` for one flat weight vector (1-D, of the backend of ``ops``)."""
+        extra = self.state_size(w0.shape[0]) - w0.shape[0]
+        row = w0.reshape(1, -1)
+        return ops.concat([row, ops.zeros((1, extra), row)]).reshape(-1)
+
+    def split(self, S: Any, n_params: int) -> list[Any]:
+        """Views ``[w, slot_1, ..., (t)]`` of a batch of states ``S`` (B, state_size)."""
+        parts = [S[:, i * n_params : (i + 1) * n_params] for i in range(1 + self.slots)]
+        if self.counts_steps:
+            parts.append(S[:, -1:])
+        return parts
+
+    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY) -> Any:
+        """One step at global steps ``k`` (B,) with gradients ``G`` (B, P); returns the new states."""
+        parts = self.update(self.split(S, G.shape[1]), G, k, ops)
+        return parts[0] if len(parts) == 1 else ops.concat(parts)
+
+    def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY) -> Any:
+        """m steps from global steps ``k`` with the gradient frozen at ``G_sum / m`` (and the weight
+        decay frozen at the first step's weights, except AdamW's decoupled decay); new states."""
+        parts = self.split(S, G_sum.shape[1])
+        G = G_sum / m
+        if self.coupled_decay:
+            G = G + self.weight_decay * parts[0]  # type: ignore[attr-defined]
+        for j in range(m):
+            parts = self.update(parts, G, k + j, ops, decay=False)
+        return parts[0] if len(parts) == 1 else ops.concat(parts)
+
+    @property
+    def coupled_decay(self) -> bool:
+        """Whether weight decay enters through the gradient (``g + wd * w``), as torch.optim's SGD and Adam."""
+        return bool(getattr(self, "weight_decay", 0.0))
+
+    @abstractmethod
+    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+        """The new ``[w, slots..., (t)]`` after one step (pure); ``decay=False`` when ``g`` already holds
+        the coupled weight decay."""
+
+    def torch_optimizer(self, params: Any) -> Any:
+        """The matching ``torch.optim`` optimizer over ``params``."""
+        import torch
+
+        return self._torch(torch.optim, params)
+
+    @abstractmethod
+    def _torch(self, optim: Any, params: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SGD(Optimizer):
+    """``torch.optim.SGD(lr, weight_decay)``: ``w - lr * (g + wd * w)``."""
+
+    weight_decay: float = 0.0
+    name: ClassVar[str] = "sgd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_decay(self.weight_decay)
+
+    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+        w = parts[0]
+        if self.weight_decay and decay:
+            g = g + self.weight_decay * w
+        return [w - self.lr * g]
+
+    def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY) -> Any:
+        # m steps with one frozen gradient are one step of m * lr: w - lr * (G_sum + m wd w)
+        if self.weight_decay:
+            G_sum = G_sum + (m * self.weight_decay) * S
+        return S - self.lr * G_sum
+
+    def _torch(self, optim: Any, params: Any) -> Any:
+        return optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True)
+class Momentum(SGD):
+    """``torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`` (heavy ball or Nesterov)."""
+
+    momentum: float = 0.9
+    dampening: float = 0.0
+    nesterov: bool = False
+    slots: ClassVar[int] = 1
+    torch_slots: ClassVar[tuple[str, ...]] = ("momentum_buffer",)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "nesterov" if self.nesterov else "momentum"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_unit("momentum", self.momentum, low_open=True)
+        _check_unit("dampening", self.dampening, low_open=False)
+        if self.nesterov and self.dampening:
+            raise OptionError("dampening", self.dampening, "0 with nesterov (as torch.optim.SGD requires)")
+
+    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+        w, buf = parts
+        if self.weight_decay and decay:
+            g = g + self.weight_decay * w
+        first = ops.column(k == 0, g) > 0  # torch.optim starts the buffer at the first gradient
+        buf = ops.where(first, g, buf * self.momentum + (1 - self.dampening) * g)
+        step = g + self.momentum * buf if self.nesterov else buf
+        return [w - self.lr * step, buf]
+
+    frozen = Optimizer.frozen
+
+    def _torch(self, optim: Any, params: Any) -> Any:
+        return optim.SGD(
+            params,
+            lr=self.lr,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+        )
+
+
+@dataclass(frozen=True)
+class Adam(Optimizer):
+    """``torch.optim.Adam`` (or ``AdamW`` with ``decoupled=True``: ``w * (1 - lr wd)`` before the step)."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    slots: ClassVar[int] = 2
+    counts_steps: ClassVar[bool] = True
+    torch_slots: ClassVar[tuple[str, ...]] = ("exp_avg", "exp_avg_sq")
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "adamw" if self.decoupled else "adam"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            betas = tuple(float(b) for b in self.betas)
+        except (TypeError, ValueError):
+            betas = ()
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise OptionError("betas", self.betas, "two floats in [0, 1)")
+        object.__setattr__(self, "betas", betas)
+        if not (isinstance(self.eps, int | float) and math.isfinite(self.eps) and self.eps > 0):
+            raise OptionError("eps", self.eps, "a positive float")
+        _check_decay(self.weight_decay)
+
+    @property
+    def coupled_decay(self) -> bool:
+        return bool(self.weight_decay) and not self.decoupled
+
+    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+        w, m1, m2, _ = parts
+        lr, wd = self.lr, self.weight_decay
+        b1, b2 = self.betas
+        t = ops.column(k + 1, w)
+        if wd:
+            if self.decoupled:
+                w = w * (1 - lr * wd)  # AdamW decays in every step, frozen gradient or not
+            elif decay:
+                g = g + wd * w
+        m1 = m1 + (1 - b1) * (g - m1)
+        # a coarse-grid correction can leave a second moment slightly negative; serial training never does
+        m2 = ops.clamp_min(m2, 0.0) * b2 + (1 - b2) * (g * g)
+        step_size = lr / (1 - b1**t)  # (B, 1): t differs from row to row
+        denom = ops.sqrt(m2) / ops.sqrt(1 - b2**t) + self.eps
+        return [w - step_size * (m1 / denom), m1, m2, t]
+
+    def _torch(self, optim: Any, params: Any) -> Any:
+        cls = optim.AdamW if self.decoupled else optim.Adam
+        return cls(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw")
+_ALLOWED = {
+    "sgd": {"weight_decay"},
+    "momentum": {"momentum", "dampening", "weight_decay"},
+    "nesterov": {"momentum", "weight_decay"},
+    "adam": {"betas", "eps", "weight_decay"},
+    "adamw": {"betas", "eps", "weight_decay"},
+}
+
+
+def make_optimizer(name: str, lr: float, **hyper: Any) -> Optimizer:
+    """An optimizer from torch.optim's names for its hyper-parameters.
+
+    ``"sgd"`` (weight_decay), ``"momentum"`` (momentum=0.9, dampening, weight_decay),
+    ``"nesterov"`` (momentum=0.9, weight_decay), ``"adam"`` (betas, eps, weight_decay),
+    ``"adamw"`` (betas, eps, weight_decay=0.01, decoupled as in torch.optim.AdamW).
+    """
+    if name not in OPTIMIZER_NAMES:
+        raise OptionError("optimizer", name, f"one of {', '.join(OPTIMIZER_NAMES)}")
+    unknown = set(hyper) - _ALLOWED[name]
+    if unknown:
+        from ..errors import PintrainError
+
+        raise PintrainError(
+            f"optimizer {name!r} takes {', '.join(sorted(_ALLOWED[name]))}, not {', '.join(sorted(unknown))}"
+        )
+    _check_lr(lr)
+    if name == "sgd":
+        return SGD(lr, **hyper)
+    if name in ("momentum", "nesterov"):
+        return Momentum(lr, nesterov=name == "nesterov", **hyper)
+    if name == "adamw":
+        hyper.setdefault("weight_decay", 0.01)
+    return Adam(lr, decoupled=name == "adamw", **hyper)
