@@ -51,6 +51,10 @@ def test_bench_records_an_unavailable_peer_instead_of_failing(monkeypatch):
     record = bench.run("xor", [128], SolverOptions(levels=2, cfactor=4, tol=1e-9), repeat=1)
     assert record["pymgrit"] == {"rows": [], "unavailable": "no network for pip"}
     assert "not run: no network for pip" in bench.tables(record)
+    # the record names the coarse propagator that ran, not a fixed one
+    assert record["training"]["coarse"] == "gauss-newton" == record["training"]["rows"][0]["coarse"]
+    other = bench.run("xor", [128], SolverOptions(levels=2, cfactor=4, tol=1e-9), 1, pymgrit=False, coarse="union")
+    assert other["training"]["coarse"] == "union" == other["training"]["rows"][0]["coarse"]
 
 
 def test_cli_bench_bad_sizes_is_a_message(capsys):

@@ -84,7 +84,9 @@ def test_fine_step_is_one_sgd_step_on_its_batch(name):
     w = p.initial()
     for k in (0, 7, 49):
         idx = p.schedule.batch(k)
-        _, g = p.model.net.loss_and_grad(w[None], p.model.X[idx][None], p.model.Y[idx][None], p.model.net.loss_scale(len(idx)))
+        _, g = p.model.net.loss_and_grad(
+            w[None], p.model.X[idx][None], p.model.Y[idx][None], p.model.net.loss_scale(len(idx))
+        )
         np.testing.assert_allclose(p.step(w, k, 1), w - p.lr * g[0], rtol=1e-14)
     # step_many over independent starts equals single steps
     U = np.stack([w, 0.5 * w, -w])

@@ -107,18 +107,20 @@ def bench_training(
     sizes: Sequence[int] = TRAINING_SIZES,
     options: SolverOptions = TRAINING_OPTIONS,
     repeat: int = 3,
-    coarse: str = "gauss-newton",
+    coarse: str | None = None,
     progress: Callable[[str], None] | None = None,
     coarse_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Serial training and MGRIT side by side for every N in ``sizes`` (one process)."""
+    """Serial training and MGRIT side by side for every N in ``sizes`` (one process); ``coarse``:
+    the coarse propagator (None: the problem's default); each row records the one that ran."""
     from .training import model_problem
 
     rows = []
     for n in sizes:
         if progress:
             progress(f"training {problem}, N = {n}")
-        p = model_problem(problem, steps=int(n), coarse=coarse, **(coarse_options or {}))
+        kwargs = dict(coarse_options or {}) | ({} if coarse is None else {"coarse": coarse})
+        p = model_problem(problem, steps=int(n), **kwargs)
         serial_s, ref = _best(functools.partial(serial_solve, p), repeat)
         mgrit_s, res = _best(functools.partial(solve, p, options=options, comm="serial"), repeat)
         timed = TimedProblem(p)
@@ -131,6 +133,7 @@ def bench_training(
         rows.append(
             {
                 "N": int(n),
+                "coarse": p.coarse,
                 "serial_s": serial_s,
                 "mgrit_s": mgrit_s,
                 "ratio_serial_over_mgrit": serial_s / mgrit_s,
@@ -187,8 +190,10 @@ def run(
     venv: str | os.PathLike = ".venv-pymgrit",
     progress: Callable[[str], None] | None = None,
     coarse_options: dict[str, Any] | None = None,
+    coarse: str | None = None,
 ) -> dict[str, Any]:
     """Both comparisons in one run: the record that ``pintrain bench`` writes."""
+    rows = bench_training(problem, sizes, options, repeat, coarse, progress=progress, coarse_options=coarse_options)
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {
@@ -201,10 +206,10 @@ def run(
         "repeat": repeat,
         "training": {
             "problem": problem,
-            "coarse": "gauss-newton",
+            "coarse": rows[0]["coarse"],
             "coarse_options": dict(coarse_options or {}),
             "options": options.to_dict(),
-            "rows": bench_training(problem, sizes, options, repeat, progress=progress, coarse_options=coarse_options),
+            "rows": rows,
         },
     }
     if pymgrit:

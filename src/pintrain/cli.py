@@ -198,7 +198,9 @@ def problem_from_args(args: argparse.Namespace):
 
         return model_problem(args.problem, **kwargs)
     if kwargs.get("coarse", "union") not in TORCH_COARSE:
-        raise PintrainError(f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'")
+        raise PintrainError(
+            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'"
+        )
     try:
         from .torch.digits import digits_problem
     except ImportError as err:
@@ -389,7 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="model problem (default xor; paper1, paper2: Schroder 2017's two; digits-* need pintrain[torch])",
     )
     pt.add_argument(
-        "--steps", type=int, default=None, help="training steps N (default: the problem's, 4096; paper2 1024; digits 1000)"
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps N (default: the problem's, 4096; paper2 1024; digits 1000)",
     )
     pt.add_argument("--lr", type=float, default=None, help="learning rate (default: the problem's)")
     pt.add_argument("--hidden", type=int, default=None, help="xor, sine: hidden units (default: the problem's)")

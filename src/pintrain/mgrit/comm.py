@@ -9,9 +9,38 @@ rank 0.  mpi4py is imported only when a communicator is used.
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+
+from ..errors import DivergenceError, OptionError
+
+T = TypeVar("T")
+
+
+def _error_info(err: DivergenceError | None) -> dict[str, Any] | None:
+    if err is None:
+        return None
+    return {
+        "message": str(err),
+        "iteration": err.iteration,
+        "level": err.level,
+        "step": err.step,
+        "residuals": err.residuals,
+    }
+
+
+def _error_from_info(info: dict[str, Any]) -> DivergenceError:
+    return DivergenceError(
+        info["message"],
+        iteration=info["iteration"],
+        level=info["level"],
+        step=info["step"],
+        residuals=info["residuals"],
+    )
+
 
 _MPI_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
 
@@ -49,6 +78,20 @@ class SerialComm:
     def abort(self, code: int) -> None:
         raise SystemExit(code)
 
+    # -- collective error handling: with one process, plain Python ---------------------------------
+    def raise_collective(self, err: DivergenceError | None) -> None:
+        """Raise ``err`` on every rank (the lowest rank's, if several have one)."""
+        if err is not None:
+            raise err
+
+    def on_root(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on rank 0 alone; a divergence there is raised on every rank."""
+        work()
+
+    def guarded(self, run: Callable[[], T]) -> T:
+        """``run()``; on several ranks, a failure on one rank ends all of them (no rank waits forever)."""
+        return run()
+
 
 class MPIComm:
     """An mpi4py communicator behind the same small interface."""
@@ -65,6 +108,7 @@ class MPIComm:
         self.left = self.rank - 1 if self.rank > 0 else MPI.PROC_NULL
         self.right = self.rank + 1 if self.rank < self.size - 1 else MPI.PROC_NULL
         self._empty = np.empty(0)
+        self._alone = False  # True while rank 0 works on the levels it holds alone
 
     def shift_right(self, send: np.ndarray | None, recv: np.ndarray | None) -> None:
         """Send ``send`` to rank + 1 and receive rank - 1's into ``recv`` (None at the ends)."""
@@ -115,6 +159,58 @@ class MPIComm:
     def abort(self, code: int) -> None:
         self.comm.Abort(code)
 
+    # -- collective error handling ------------------------------------------------------------
+    def raise_collective(self, err: DivergenceError | None) -> None:
+        """Raise ``err`` on every rank (the lowest rank's, if several have one); collective."""
+        first = self.first_flagged(err is not None)
+        if first == self.size:
+            return
+        raise _error_from_info(self.bcast(_error_info(err), root=first))
+
+    def on_root(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on rank 0 alone (the other ranks wait); a divergence there is raised on every
+        rank.  Nested calls (work that itself asks for rank 0) run directly."""
+        if self._alone:
+            work()  # already inside rank 0's solo part: nobody else is listening
+            return
+        err: DivergenceError | None = None
+        if self.rank == 0:
+            self._alone = True
+            try:
+                work()
+            except DivergenceError as e:
+                err = e
+            finally:
+                self._alone = False
+        info = self.bcast(_error_info(err), root=0)
+        if info is not None:
+            raise _error_from_info(info)
+
+    def guarded(self, run: Callable[[], T]) -> T:
+        """``run()``, raised identically on every rank when it is a divergence or a bad option; any
+        other failure on one rank prints that rank's message and aborts all ranks, since the others
+        would wait for it forever (Ctrl-C: one line per rank, exit 130)."""
+        try:
+            return run()
+        except (DivergenceError, OptionError):
+            raise
+        except KeyboardInterrupt:
+            print(f"pintrain: rank {self.rank} of {self.size}: interrupted", file=sys.stderr, flush=True)
+            self.abort(130)
+            raise
+        except BaseException as err:
+            import traceback
+
+            print(
+                f"pintrain: rank {self.rank} of {self.size} failed: {type(err).__name__}: {err}",
+                file=sys.stderr,
+                flush=True,
+            )
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
+            self.abort(1)
+            raise
+
 
 def under_mpiexec() -> bool:
     """True when this process was started by an MPI launcher (without importing MPI)."""
@@ -137,8 +233,6 @@ def resolve(comm: Any = None) -> SerialComm | MPIComm:
     if isinstance(comm, str) and comm == "serial":
         return SerialComm()
     if not all(callable(getattr(comm, name, None)) for name in ("Get_rank", "Get_size", "Sendrecv", "Allreduce")):
-        from ..errors import OptionError
-
         raise OptionError("comm", comm, 'None, "serial" or an mpi4py communicator (e.g. MPI.COMM_WORLD)')
     wrapped = MPIComm(comm)
     return wrapped if wrapped.size > 1 else SerialComm()

@@ -17,8 +17,11 @@ class Problem(Protocol):
 
     ``step(u, k, m)`` propagates a state from fine point ``k`` over ``m`` fine steps as the level of
     spacing ``m`` sees it: ``m == 1`` is the exact fine step, ``m > 1`` the coarse propagator.
-    A problem may also define ``step_many(U, ks, m)``: the same for the rows of a 2-D array ``U``
-    started at the fine points ``ks`` (one batched call instead of a loop).
+    The optional members are protocols of their own, checked with ``isinstance``: ``step_many``
+    (:class:`Batched`: the same for the rows of a 2-D array ``U`` started at the fine points ``ks``,
+    one batched call instead of a loop), ``divergence_hint`` (:class:`Hinted`), ``describe``
+    (:class:`Described`).  Training problems add more (:class:`pintrain.training.TrainingProblem`:
+    ``serial_states``, ``losses``, ``step_losses``, ``metrics``).
     """
 
     n_steps: int
@@ -28,14 +31,38 @@ class Problem(Protocol):
     def step(self, u: Array, k: int, m: int) -> Array: ...
 
 
+@runtime_checkable
+class Batched(Protocol):
+    """Optional: many independent propagations in one call (rows of ``U`` from the fine points ``ks``)."""
+
+    def step_many(self, U: Array, ks: Array, m: int) -> Array: ...
+
+
+@runtime_checkable
+class Hinted(Protocol):
+    """Optional: what to change when MGRIT diverges on this problem (quoted in the DivergenceError)."""
+
+    @property
+    def divergence_hint(self) -> str | None: ...
+
+
+@runtime_checkable
+class Described(Protocol):
+    """Optional: what the problem is, for JSON records (``{"name": ..., ...}``)."""
+
+    name: str
+
+    def describe(self) -> dict: ...
+
+
 def step_many(problem: Problem, U: Array, ks: Array, m: int) -> Array:
     """Propagate every row of ``U`` from its fine point in ``ks`` over ``m`` steps (batched if possible).
 
     The problem's answer is checked (:func:`checked`): an array of exactly ``U``'s shape and a
     real dtype, or :class:`~pintrain.errors.ProblemError` naming the problem and the step."""
-    fn = getattr(problem, "step_many", None)
-    if fn is not None:
-        return checked(problem, fn(U, ks, m), U.shape, U.dtype, int(ks[0]) if len(ks) else 0, m, "step_many")
+    if isinstance(problem, Batched):
+        k0 = int(ks[0]) if len(ks) else 0
+        return checked(problem, problem.step_many(U, ks, m), U.shape, U.dtype, k0, m, "step_many")
     out = np.empty_like(U)
     for i in range(U.shape[0]):
         out[i] = checked(problem, problem.step(U[i], int(ks[i]), m), U.shape[1:], U.dtype, int(ks[i]), m)

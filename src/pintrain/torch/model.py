@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import OptionError, PintrainError, check_int
+from ..training.arrays import ArrayOps
 from ..training.model import Batches
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -42,8 +43,8 @@ class TorchOps:
     def steps(self, ks: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(ks, dtype=np.int64).reshape(-1))
 
-    def column(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return v.reshape(-1, 1).to(like.dtype)
+    def column(self, v: Any, like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(v).reshape(-1, 1).to(like.dtype)
 
     def where(self, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(cond, a, b)
@@ -110,7 +111,7 @@ class TorchModel:
     (converted to ``dtype``), never changed.  ``max_batch_samples`` bounds the samples one vectorised
     pass takes (rows are processed in chunks), to bound memory on coarse levels."""
 
-    ops = TORCH
+    ops: ArrayOps = TORCH
 
     def __init__(
         self,

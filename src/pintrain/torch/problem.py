@@ -58,9 +58,7 @@ class TorchProblem(TrainingProblem):
             model, loss_fn, X, y, dtype=dtype, max_batch_samples=max_batch_samples, test_data=test_data
         )
         schedule = Schedule(backend.n_samples, batch_size, seed)
-        super().__init__(
-            backend, schedule, optimizer, steps, coarse, name=name, max_ratio=max_ratio, sample=sample
-        )
+        super().__init__(backend, schedule, optimizer, steps, coarse, name=name, max_ratio=max_ratio, sample=sample)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -91,7 +91,7 @@ class NumpyModel:
     A step's loss is ``scale * 1/2 sum |y_hat - y|^2`` over its batch, ``scale`` the network's
     ``loss_scale(batch size)``; the union of r batches is one pass over their samples."""
 
-    ops = NUMPY
+    ops: ArrayOps = NUMPY
 
     def __init__(self, net: Any, X: Any, Y: Any, w0: Any) -> None:
         X = np.asarray(X, dtype=np.float64)

@@ -25,6 +25,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..errors import OptionError
 from .arrays import NUMPY, ArrayOps
 
@@ -232,7 +234,13 @@ class Adam(Optimizer):
         w, m1, m2, _ = parts
         lr, wd = self.lr, self.weight_decay
         b1, b2 = self.betas
-        t = ops.column(k + 1, w)
+        # t and the bias corrections per row as Python floats, as torch.optim computes them (and so
+        # that a row's result cannot depend on the other rows: a vectorised pow over a contiguous
+        # batch rounds its tail differently from its body)
+        steps = [float(j) + 1.0 for j in ops.to_numpy(k).tolist()]
+        t = ops.column(np.array(steps), w)
+        step_size = ops.column(np.array([lr / (1 - b1**j) for j in steps]), w)
+        bc2_sqrt = ops.column(np.array([(1 - b2**j) ** 0.5 for j in steps]), w)
         if wd:
             if self.decoupled:
                 w = w * (1 - lr * wd)  # AdamW decays in every step, frozen gradient or not
@@ -241,8 +249,7 @@ class Adam(Optimizer):
         m1 = m1 + (1 - b1) * (g - m1)
         # a coarse-grid correction can leave a second moment slightly negative; serial training never does
         m2 = ops.clamp_min(m2, 0.0) * b2 + (1 - b2) * (g * g)
-        step_size = lr / (1 - b1**t)  # (B, 1): t differs from row to row
-        denom = ops.sqrt(m2) / ops.sqrt(1 - b2**t) + self.eps
+        denom = ops.sqrt(m2) / bc2_sqrt + self.eps
         return [w - step_size * (m1 / denom), m1, m2, t]
 
     def _torch(self, optim: Any, params: Any) -> Any:

@@ -35,8 +35,8 @@ about r fine steps of work instead of m):
     Needs a model that gives its output Jacobian (the numpy backend) and plain SGD.
 
 Schroder's (2017) coarse propagators are something else: ONE step of the fine kind (the
-optimizer's fine update) with a learning rate ``alpha(m)`` that depends on the level, ``alpha(m) = min(lr * growth**log2(m),
-alpha_max)`` (with the paper's m = 2, level l has spacing 2**l and this is its
+optimizer's fine update) with a learning rate that depends on the level,
+``alpha(m) = min(lr * growth**log2(m), alpha_max)`` (with the paper's m = 2, level l has spacing 2**l and this is its
 ``min(growth**l alpha(b), alpha(max))``; coarse options ``alpha_growth`` and ``alpha_max``):
 
 ``naive``
@@ -59,7 +59,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from .arrays import ArrayOps
-from .model import Batches
 from .optimizers import SGD, Optimizer
 
 
