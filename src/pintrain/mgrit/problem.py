@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -55,14 +55,17 @@ class Described(Protocol):
     def describe(self) -> dict: ...
 
 
-def step_many(problem: Problem, U: Array, ks: Array, m: int) -> Array:
+def step_many(problem: Problem, U: Array, ks: Array, m: int, batched: bool | None = None) -> Array:
     """Propagate every row of ``U`` from its fine point in ``ks`` over ``m`` steps (batched if possible).
 
     The problem's answer is checked (:func:`checked`): an array of exactly ``U``'s shape and a
-    real dtype, or :class:`~pintrain.errors.ProblemError` naming the problem and the step."""
-    if isinstance(problem, Batched):
+    real dtype, or :class:`~pintrain.errors.ProblemError` naming the problem and the step.
+    ``batched``: whether the problem is :class:`Batched`, if the caller knows (an ``isinstance``
+    check against a runtime protocol costs microseconds, too much for every call)."""
+    if batched if batched is not None else isinstance(problem, Batched):
         k0 = int(ks[0]) if len(ks) else 0
-        return checked(problem, problem.step_many(U, ks, m), U.shape, U.dtype, k0, m, "step_many")
+        out = cast(Batched, problem).step_many(U, ks, m)
+        return checked(problem, out, U.shape, U.dtype, k0, m, "step_many")
     out = np.empty_like(U)
     for i in range(U.shape[0]):
         out[i] = checked(problem, problem.step(U[i], int(ks[i]), m), U.shape[1:], U.dtype, int(ks[i]), m)

@@ -25,7 +25,7 @@ from .comm import resolve
 from .hierarchy import Hierarchy, Level
 from .layout import Layout, LevelPart
 from .options import FIELDS, SolverOptions
-from .problem import Hinted, Problem, checked, step_many
+from .problem import Batched, Hinted, Problem, checked, step_many
 from .result import Result
 
 
@@ -88,6 +88,7 @@ class _Solver:
     def __init__(self, problem: Problem, options: SolverOptions, comm: Any = None) -> None:
         u0 = _initial_state(problem)
         self.problem = problem
+        self.batched = isinstance(problem, Batched)
         self.opt = options
         self.comm = resolve(comm)
         self.hier = Hierarchy(problem.n_steps, options)
@@ -117,7 +118,7 @@ class _Solver:
         """One step of level ``lvl`` for every row, from fine points ``ks``: counted, and the first
         non-finite value a step makes from a finite state noted (:meth:`note_origin`)."""
         lev = self.levels[lvl]
-        out = step_many(self.problem, rows, ks, lev.spacing)
+        out = step_many(self.problem, rows, ks, lev.spacing, self.batched)
         lev.applications += rows.shape[0]
         if not math.isfinite(float(np.sum(out))):
             self.note_origin(lvl, rows, out, ks)

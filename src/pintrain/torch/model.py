@@ -40,11 +40,8 @@ class TorchOps:
     def to_numpy(self, S: torch.Tensor) -> np.ndarray:
         return S.numpy()
 
-    def steps(self, ks: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(ks, dtype=np.int64).reshape(-1))
-
     def column(self, v: Any, like: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(v).reshape(-1, 1).to(like.dtype)
+        return torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1, 1)
 
     def where(self, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(cond, a, b)

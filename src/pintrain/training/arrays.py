@@ -23,10 +23,6 @@ class ArrayOps(Protocol):
 
     def to_numpy(self, S: Any) -> np.ndarray: ...
 
-    def steps(self, ks: np.ndarray) -> Any:
-        """Step indices as an integer array of this backend."""
-        ...
-
     def column(self, v: Any, like: Any) -> Any:
         """``v`` (B,), a numpy or backend array, as a (B, 1) column of ``like``'s float dtype."""
         ...
@@ -57,9 +53,6 @@ class NumpyOps:
     def to_numpy(self, S: np.ndarray) -> np.ndarray:
         return S
 
-    def steps(self, ks: np.ndarray) -> np.ndarray:
-        return np.asarray(ks, dtype=np.int64).reshape(-1)
-
     def column(self, v: np.ndarray, like: np.ndarray) -> np.ndarray:
         return np.asarray(v).astype(like.dtype).reshape(-1, 1)
 
@@ -79,7 +72,8 @@ class NumpyOps:
         return np.zeros(shape, dtype=like.dtype)
 
     def no_grad(self) -> Any:
-        return nullcontext()
+        return _NO_CONTEXT
 
 
+_NO_CONTEXT = nullcontext()
 NUMPY = NumpyOps()

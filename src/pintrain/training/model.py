@@ -13,8 +13,7 @@ flat weight vectors ``W`` (B, P), each with its own samples (:class:`Batches`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,11 +21,11 @@ from ..errors import OptionError
 from .arrays import NUMPY, ArrayOps
 
 
-@dataclass(frozen=True)
-class Batches:
+class Batches(NamedTuple):
     """The samples of a batch of losses: ``idx`` (B, r * b), row i the batches of its r steps one
     after the other, each step's loss weighted by ``weight``; ``idx=None``: for every row one step
-    whose batch is the whole data set (full-batch training, or the paper's all-data coarse steps)."""
+    whose batch is the whole data set (full-batch training, or the paper's all-data coarse steps).
+    (A named tuple: one is made for every step call, so it must be cheap.)"""
 
     idx: np.ndarray | None
     r: int = 1
@@ -112,16 +111,19 @@ class NumpyModel:
         self.w0 = w0
         self.n_params = int(net.n_params)
         self.n_samples = int(X.shape[0])
+        self._scale_all = net.loss_scale(self.n_samples)
 
     def initial_weights(self) -> np.ndarray:
         return self.w0.copy()
 
     def _data(self, b: Batches) -> tuple[np.ndarray, np.ndarray, float]:
         if b.idx is None:
-            return self.X, self.Y, b.weight * self.net.loss_scale(self.n_samples)
+            return self.X, self.Y, b.weight * self._scale_all
         return self.X[b.idx], self.Y[b.idx], b.weight * self.net.loss_scale(b.idx.shape[1] // b.r)
 
     def gradient(self, W: np.ndarray, batches: Batches) -> np.ndarray:
+        if batches.idx is None:  # inline: a lone full-batch step of a small network is all overhead
+            return self.net.gradient(W, self.X, self.Y, batches.weight * self._scale_all)
         X, Y, scale = self._data(batches)
         return self.net.gradient(W, X, Y, scale)
 

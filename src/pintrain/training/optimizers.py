@@ -20,6 +20,7 @@ array namespace :mod:`.arrays`, so it runs on numpy arrays and on torch tensors 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -92,7 +93,8 @@ class Optimizer(ABC):
         return parts
 
     def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY) -> Any:
-        """One step at global steps ``k`` (B,) with gradients ``G`` (B, P); returns the new states."""
+        """One step at global steps ``k`` (B,) (a numpy int array) with gradients ``G`` (B, P); returns
+        the new states."""
         parts = self.update(self.split(S, G.shape[1]), G, k, ops)
         return parts[0] if len(parts) == 1 else ops.concat(parts)
 
@@ -144,6 +146,10 @@ class SGD(Optimizer):
             g = g + self.weight_decay * w
         return [w - self.lr * g]
 
+    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY) -> Any:
+        # the state is the weights: no split and join (a lone step of a small network is all overhead)
+        return S - self.lr * (G + self.weight_decay * S if self.weight_decay else G)
+
     def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY) -> Any:
         # m steps with one frozen gradient are one step of m * lr: w - lr * (G_sum + m wd w)
         if self.weight_decay:
@@ -184,6 +190,7 @@ class Momentum(SGD):
         step = g + self.momentum * buf if self.nesterov else buf
         return [w - self.lr * step, buf]
 
+    fine = Optimizer.fine
     frozen = Optimizer.frozen
 
     def _torch(self, optim: Any, params: Any) -> Any:
@@ -234,13 +241,14 @@ class Adam(Optimizer):
         w, m1, m2, _ = parts
         lr, wd = self.lr, self.weight_decay
         b1, b2 = self.betas
-        # t and the bias corrections per row as Python floats, as torch.optim computes them (and so
-        # that a row's result cannot depend on the other rows: a vectorised pow over a contiguous
-        # batch rounds its tail differently from its body)
-        steps = [float(j) + 1.0 for j in ops.to_numpy(k).tolist()]
-        t = ops.column(np.array(steps), w)
-        step_size = ops.column(np.array([lr / (1 - b1**j) for j in steps]), w)
-        bc2_sqrt = ops.column(np.array([(1 - b2**j) ** 0.5 for j in steps]), w)
+        # t and the bias corrections per row from a table of Python floats, as torch.optim computes
+        # them (and so that a row's result cannot depend on the other rows: a vectorised pow over a
+        # contiguous batch rounds its tail differently from its body)
+        steps = np.asarray(k, dtype=np.int64) + 1
+        sizes, roots = _adam_tables(lr, b1, b2, 1 << int(steps.max(initial=1)).bit_length())
+        t = ops.column(steps.astype(np.float64), w)
+        step_size = ops.column(sizes[steps], w)
+        bc2_sqrt = ops.column(roots[steps], w)
         if wd:
             if self.decoupled:
                 w = w * (1 - lr * wd)  # AdamW decays in every step, frozen gradient or not
@@ -255,6 +263,16 @@ class Adam(Optimizer):
     def _torch(self, optim: Any, params: Any) -> Any:
         cls = optim.AdamW if self.decoupled else optim.Adam
         return cls(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+
+@functools.lru_cache(maxsize=16)
+def _adam_tables(lr: float, b1: float, b2: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``lr / (1 - b1**t)`` and ``sqrt(1 - b2**t)`` for t = 0 .. n - 1 (t = 0 unused), each a Python
+    float computation as in torch.optim's Adam."""
+    t = range(1, n)
+    sizes = np.array([np.nan] + [lr / (1 - b1**j) for j in t])
+    roots = np.array([np.nan] + [(1 - b2**j) ** 0.5 for j in t])
+    return sizes, roots
 
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw")

@@ -10,11 +10,12 @@ to the backend's arrays at the boundary (zero-copy on the CPU).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ..errors import OptionError, check_int, check_memory, check_positive
+from .arrays import NUMPY
 from .model import Batches, HasMetrics, HasSerialLoop, Linearizable, Model
 from .optimizers import SGD, Optimizer
 from .propagators import COARSE_PROPAGATORS
@@ -50,7 +51,8 @@ class TrainingProblem:
             raise OptionError("optimizer", optimizer, "an Optimizer (pintrain.training.make_optimizer)")
         if coarse not in COARSE_PROPAGATORS:
             raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
-        refusal = COARSE_PROPAGATORS[coarse].refusal(isinstance(model, Linearizable), optimizer)
+        self.linearizable = isinstance(model, Linearizable)  # checked once: isinstance on a protocol is slow
+        refusal = COARSE_PROPAGATORS[coarse].refusal(self.linearizable, optimizer)
         if refusal is not None:
             raise OptionError("coarse", coarse, f"a propagator this problem can run: {refusal}")
         if schedule.n_samples != model.n_samples:
@@ -109,14 +111,16 @@ class TrainingProblem:
 
     def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
         ks = np.asarray(ks, dtype=np.int64).reshape(-1)
-        ops = self.ops
-        S = ops.asarray(U)
-        with ops.no_grad():
-            if m == 1:
-                out = self.optimizer.fine(S, self.gradient_sum(S[:, : self.n_params], ks, 1), ops.steps(ks), ops)
-            else:
-                out = COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
-        return ops.to_numpy(out)
+        if self.ops is NUMPY:  # numpy states need no conversion (a lone step of a small network is all overhead)
+            return self._step(U, ks, m)
+        with self.ops.no_grad():
+            return self.ops.to_numpy(self._step(self.ops.asarray(U), ks, m))
+
+    def _step(self, S: Any, ks: np.ndarray, m: int) -> Any:
+        if m > 1:
+            return COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
+        W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
+        return self.optimizer.fine(S, self.model.gradient(W, self.batches(ks, 1)), ks, self.ops)
 
     def step(self, u: np.ndarray, k: int, m: int) -> np.ndarray:
         return self.step_many(u[None, :], np.array([k]), m)[0]
@@ -135,7 +139,7 @@ class TrainingProblem:
                 "MGRIT's iterates left the region where that linearisation holds: use fewer levels, a smaller "
                 "cfactor, nested iteration (--nested) or a smaller lr"
             )
-        gauss = COARSE_PROPAGATORS["gauss-newton"].refusal(isinstance(self.model, Linearizable), self.optimizer)
+        gauss = COARSE_PROPAGATORS["gauss-newton"].refusal(self.linearizable, self.optimizer)
         if gauss is None:
             stable = "the stable coarse propagator 'gauss-newton'"
         elif self.coarse == "split":
@@ -160,10 +164,11 @@ class TrainingProblem:
         """The batches that stand for steps ``ks[i] .. ks[i] + m - 1``: all m, or the ``sample`` option's
         r of them (:func:`coarse_steps`), each weighted 1 or m / r.  Full-batch training sees the same
         samples at every step, so the union of m batches is the data set with weight m (one pass)."""
+        if self.schedule.full_batch:
+            check_steps(ks, m, self.n_steps)
+            return Batches(None, 1, float(m))
         ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         check_steps(ks, m, self.n_steps)
-        if self.schedule.full_batch:
-            return Batches(None, 1, float(m))
         steps, weight = coarse_steps(ks, m, self.sample)
         return Batches(self.table[steps].reshape(ks.size, -1), steps.shape[1], weight)
 
@@ -188,9 +193,9 @@ class TrainingProblem:
 
     def linearization(self, W: np.ndarray, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         """``(J, r, scale)`` over the union of the m batches (:class:`~pintrain.training.model.Linearizable`)."""
-        if not isinstance(self.model, Linearizable):
+        if not self.linearizable:
             raise OptionError("coarse", self.coarse, "a propagator that does not need the model's Jacobian")
-        return self.model.linearization(W, self.batches(ks, m))
+        return cast(Linearizable, self.model).linearization(W, self.batches(ks, m))
 
     # -- reference and reporting ---------------------------------------------------------------
     def serial_states(self) -> np.ndarray:
@@ -264,7 +269,11 @@ class TrainingProblem:
         else:
             hyper = "".join(f", {k} {v}" for k, v in opt.hyper.items() if k not in ("nesterov", "decoupled"))
             train = f"{opt.name} ({data}, lr {opt.lr:g}{hyper})"
-        extra = ", ".join(f"{k} {v:g}" for k, v in self.coarse_options.items() if v is not None)
+        extra = ", ".join(
+            f"{k} {v:g}"
+            for k, v in self.coarse_options.items()
+            if v is not None and (k != "max_ratio" or self.coarse == "split")
+        )
         return (
             f"{self.name} ({d['model']['summary']}), {self.n_steps} steps of {train}, "
             f"coarse propagator {self.coarse!r}{f' ({extra})' if extra else ''}"

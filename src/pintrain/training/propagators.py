@@ -83,7 +83,7 @@ class CoarseContext(Protocol):
 
 def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_sum(S[:, : problem.n_params], ks, m)
-    return problem.optimizer.frozen(S, G, problem.ops.steps(ks), m, problem.ops)
+    return problem.optimizer.frozen(S, G, ks, m, problem.ops)
 
 
 def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
@@ -97,12 +97,12 @@ def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
 
 def all_data_step(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_all(S[:, : problem.n_params], ks, m)
-    return problem.optimizer.with_lr(problem.coarse_lr(m)).fine(S, G, problem.ops.steps(ks), problem.ops)
+    return problem.optimizer.with_lr(problem.coarse_lr(m)).fine(S, G, ks, problem.ops)
 
 
 def level_step(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_level(S[:, : problem.n_params], ks, m)
-    return problem.optimizer.with_lr(problem.coarse_lr(m)).fine(S, G, problem.ops.steps(ks), problem.ops)
+    return problem.optimizer.with_lr(problem.coarse_lr(m)).fine(S, G, ks, problem.ops)
 
 
 def gauss_newton(problem: CoarseContext, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
