@@ -93,8 +93,9 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**28 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-def check_memory(need: int, what: str, advice: str) -> None:
-    """Raise :class:`ResourceError` when ``need`` bytes will not fit in the memory available now."""
-    have = available_memory()
+def check_memory(need: int, what: str, advice: str, have: int | None = None) -> None:
+    """Raise :class:`ResourceError` when ``need`` bytes will not fit in the memory available now
+    (``have``: the bytes available, when not the host's, e.g. a GPU's)."""
+    have = available_memory() if have is None else have
     if need > 0.9 * have:
         raise ResourceError(f"{what} needs about {gib(need)}, but only {gib(have)} is available; {advice}")

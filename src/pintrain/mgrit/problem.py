@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
+from ..arrays import ArrayOps
 from ..errors import ProblemError, check_memory
 
 Array = np.ndarray
@@ -55,40 +56,51 @@ class Described(Protocol):
     def describe(self) -> dict: ...
 
 
-def step_many(problem: Problem, U: Array, ks: Array, m: int, batched: bool | None = None) -> Array:
+def step_many(
+    problem: Problem, U: Array, ks: Array, m: int, batched: bool | None = None, native: ArrayOps | None = None
+) -> Array:
     """Propagate every row of ``U`` from its fine point in ``ks`` over ``m`` steps (batched if possible).
 
     The problem's answer is checked (:func:`checked`): an array of exactly ``U``'s shape and a
     real dtype, or :class:`~pintrain.errors.ProblemError` naming the problem and the step.
     ``batched``: whether the problem is :class:`Batched`, if the caller knows (an ``isinstance``
-    check against a runtime protocol costs microseconds, too much for every call)."""
+    check against a runtime protocol costs microseconds, too much for every call); ``native``: the
+    array namespace of ``U`` when it is not numpy (a :class:`~pintrain.arrays.Native` problem's)."""
     if batched if batched is not None else isinstance(problem, Batched):
         k0 = int(ks[0]) if len(ks) else 0
         out = cast(Batched, problem).step_many(U, ks, m)
-        return checked(problem, out, U.shape, U.dtype, k0, m, "step_many")
-    out = np.empty_like(U)
+        return checked(problem, out, U.shape, U.dtype, k0, m, "step_many", native)
+    out = np.empty_like(U) if native is None else native.empty(tuple(U.shape), U)
     for i in range(U.shape[0]):
-        out[i] = checked(problem, problem.step(U[i], int(ks[i]), m), U.shape[1:], U.dtype, int(ks[i]), m)
+        k = int(ks[i])
+        out[i] = checked(problem, problem.step(U[i], k, m), U.shape[1:], U.dtype, k, m, native=native)
     return out
 
 
-def checked(problem: Problem, value: object, shape: tuple[int, ...], dtype: np.dtype, k: int, m: int,
-            method: str = "step") -> Array:  # fmt: skip
+def checked(problem: Problem, value: object, shape: Any, dtype: Any, k: int, m: int,
+            method: str = "step", native: ArrayOps | None = None) -> Array:  # fmt: skip
     """``value`` as a real array of ``shape``, or a :class:`ProblemError` that says what is wrong.
 
     Nothing is broadcast or cast silently: a scalar for a vector state, a complex, object or
-    string result, ``None`` and a wrong shape are refused (an integer result is converted)."""
+    string result, ``None`` and a wrong shape are refused (an integer result is converted).  For a
+    problem with its own arrays (``native``), ``value`` must be one of them, of the state's dtype."""
     what = f"{type(problem).__name__}.{method}(..., k={k}, m={m})"
+    shape = tuple(shape)
     if value is None:
         raise ProblemError(f"{what} returned None; it must return the new state(s) as an array of shape {shape}")
+    if native is not None and native.name != "numpy":
+        if not native.native(value) or tuple(value.shape) != shape or value.dtype != dtype:  # type: ignore[attr-defined]
+            got = f"{type(value).__name__} of shape {tuple(getattr(value, 'shape', ()))}"
+            raise ProblemError(f"{what} returned {got}; expected a {native.name} array {shape} of dtype {dtype}")
+        return value  # type: ignore[return-value]
     arr = value if isinstance(value, np.ndarray) else np.asarray(value)
     if arr.dtype.kind not in "fiu":
         raise ProblemError(
             f"{what} returned an array of dtype {arr.dtype}; the state must be real (float)"
             + (": a complex state would lose its imaginary part" if arr.dtype.kind == "c" else "")
         )
-    if arr.shape != tuple(shape):
-        raise ProblemError(f"{what} returned shape {arr.shape}; expected {tuple(shape)}, the shape of its input")
+    if arr.shape != shape:
+        raise ProblemError(f"{what} returned shape {arr.shape}; expected {shape}, the shape of its input")
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
 

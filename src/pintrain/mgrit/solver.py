@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import NUMPY, ArrayOps, Native
 from ..errors import DivergenceError, OptionError, check_int, check_memory
 from .comm import resolve
 from .hierarchy import Hierarchy, Level
@@ -39,20 +40,21 @@ class LevelState:
     only while neither the C-points nor the F-points have moved.
     """
 
-    def __init__(self, grid: Level, part: LevelPart, u0: np.ndarray) -> None:
-        self.grid, self.part = grid, part
+    def __init__(self, grid: Level, part: LevelPart, u0: Any, ops: ArrayOps) -> None:
+        self.grid, self.part, self.ops = grid, part, ops
         self.spacing, self.cfactor, self.base = grid.spacing, grid.cfactor, part.base
-        self.U = np.empty((part.n_rows, u0.size), dtype=u0.dtype)
-        self.G = None if grid.index == 0 else np.zeros_like(self.U)
+        shape = (part.n_rows, u0.shape[0])
+        self.U = ops.empty(shape, u0)
+        self.G = None if grid.index == 0 else ops.zeros(shape, u0)
         if part.base == 0 and part.n_rows:
             self.U[0] = u0
         self.fresh = False
         self.phi: np.ndarray | None = None
         self.applications = 0
 
-    def rows(self, js: np.ndarray) -> np.ndarray:
-        """Row indices of the global points ``js``."""
-        return js - self.base
+    def rows(self, js: np.ndarray) -> Any:
+        """Row indices of the global points ``js`` (numpy), as an index of the level's arrays."""
+        return self.ops.index(js - self.base)
 
     def c_points(self, skip_zero: bool = False) -> np.ndarray:
         """Global indices of this rank's C-points (all its points on the coarsest level)."""
@@ -65,11 +67,11 @@ class LevelState:
         """Global indices of all this rank's own points."""
         return np.arange(max(self.part.lo, 1 if skip_zero else 0), self.part.hi + 1, dtype=np.int64)
 
-    def owned(self) -> np.ndarray:
+    def owned(self) -> Any:
         """This rank's rows, without the ghost row."""
         return self.U[self.part.lo - self.base :] if self.part.n_rows else self.U[:0]
 
-    def plus_g(self, js: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def plus_g(self, js: np.ndarray, values: Any) -> Any:
         """``values + G[js]`` (the FAS right-hand side; nothing on the fine level)."""
         return values if self.G is None else values + self.G[self.rows(js)]
 
@@ -88,18 +90,22 @@ class _Solver:
     def __init__(self, problem: Problem, options: SolverOptions, comm: Any = None) -> None:
         u0 = _initial_state(problem)
         self.problem = problem
-        self.batched = isinstance(problem, Batched)
+        self.batched = isinstance(problem, Batched)  # checked once: isinstance on a protocol is slow
+        self.ops: ArrayOps = problem.ops if isinstance(problem, Native) else NUMPY
+        self.native = None if self.ops is NUMPY else self.ops
         self.opt = options
         self.comm = resolve(comm)
         self.hier = Hierarchy(problem.n_steps, options)
         self.layout = Layout(self.hier, self.comm.rank, self.comm.size)
-        self.u0 = u0
         check_memory(
             self.hier.memory_bytes(u0.size, u0.dtype.itemsize) // self.comm.size,
             f"MGRIT over {problem.n_steps} steps of a state of {u0.size} values ({len(self.hier)} levels)",
             "use fewer steps, more MPI ranks, or float32 states where the problem offers them",
+            have=self.ops.free_bytes(),
         )
-        self.levels = [LevelState(self.hier[lvl], self.layout[lvl], u0) for lvl in range(len(self.hier))]
+        self.dim, self.dtype = u0.size, u0.dtype
+        self.u0 = self.ops.asarray(u0)  # the states live in the problem's arrays (numpy, or torch on its device)
+        self.levels = [LevelState(self.hier[lvl], self.layout[lvl], self.u0, self.ops) for lvl in range(len(self.hier))]
         self.iteration = 0
         self.origin: tuple[int, int] | None = None  # (level, fine step) of the first step that made a NaN/inf
         self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
@@ -114,19 +120,19 @@ class _Solver:
         lev = self.levels[lvl]
         return self.steps(lvl, lev.U[lev.rows(js)], js * lev.spacing)
 
-    def steps(self, lvl: int, rows: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    def steps(self, lvl: int, rows: Any, ks: np.ndarray) -> Any:
         """One step of level ``lvl`` for every row, from fine points ``ks``: counted, and the first
         non-finite value a step makes from a finite state noted (:meth:`note_origin`)."""
         lev = self.levels[lvl]
-        out = step_many(self.problem, rows, ks, lev.spacing, self.batched)
+        out = step_many(self.problem, rows, ks, lev.spacing, self.batched, self.native)
         lev.applications += rows.shape[0]
-        if not math.isfinite(float(np.sum(out))):
+        if not math.isfinite(float(out.sum())):
             self.note_origin(lvl, rows, out, ks)
         return out
 
-    def note_origin(self, lvl: int, rows: np.ndarray, out: np.ndarray, ks: np.ndarray) -> None:
+    def note_origin(self, lvl: int, rows: Any, out: Any, ks: np.ndarray) -> None:
         """Remember the first step (in time, on this rank) that turned a finite state non-finite."""
-        made = ~np.isfinite(out).all(axis=-1) & np.isfinite(rows).all(axis=-1)
+        made = ~self.ops.finite_rows(out) & self.ops.finite_rows(rows)
         if self.origin is None and made.any():
             self.origin = (lvl, int(ks[int(np.argmax(made))]))
 
@@ -148,7 +154,7 @@ class _Solver:
             if G is None:
                 U[dst] = values
             else:
-                np.add(values, G[dst], out=U[dst])
+                self.ops.add_into(U[dst], values, G[dst])
         lev.moved_f()
 
     def exchange_ghost(self, lvl: int) -> None:
@@ -156,10 +162,14 @@ class _Solver:
         lev = self.levels[lvl]
         if not lev.part.distributed:
             return
-        U = lev.U
-        self.comm.shift_right(U[-1] if U.shape[0] else None, U[0] if lev.part.ghost else None)
+        U, ops = lev.U, self.ops
+        send = ops.to_numpy(U[-1]) if U.shape[0] else None
+        recv = np.empty(self.dim, dtype=self.dtype) if lev.part.ghost else None
+        self.comm.shift_right(send, recv)  # MPI messages are numpy buffers on the host
+        if recv is not None:
+            U[0] = ops.asarray(recv)
 
-    def phi_at_c(self, lvl: int) -> np.ndarray:
+    def phi_at_c(self, lvl: int) -> Any:
         """``Phi(U[c-1])`` for this rank's C-points c > 0 (cached until the C- or F-points move)."""
         lev = self.levels[lvl]
         if lev.phi is None:
@@ -193,15 +203,16 @@ class _Solver:
         else:  # the coarse level lives on rank 0: gather the C-point values and fine parts there
             # a NaN/inf made on this level is reported where it arose, before rank 0 sees it downstream
             self.comm.raise_collective(self.origin_error() if self.origin is not None else None)
+            ops = self.ops
             if cpts.size and cpts[0] == 0:
-                fine_part = np.concatenate([np.zeros_like(values[:1]), fine_part])
+                fine_part = ops.concat_rows([ops.zeros((1, self.dim), values), fine_part])
             counts = fine.part.multiples(fine.cfactor)
-            full = self.comm.gather_rows(values, counts)
-            gathered = self.comm.gather_rows(fine_part, counts)
+            full = self.comm.gather_rows(ops.to_numpy(values), counts)
+            gathered = self.comm.gather_rows(ops.to_numpy(fine_part), counts)
             if self.comm.rank == 0:
                 assert full is not None and gathered is not None
-                coarse.U[:] = full
-                fine_part = gathered[1:]
+                coarse.U[:] = ops.asarray(full)
+                fine_part = ops.asarray(gathered[1:])
         if self.layout.active(lvl + 1):
             Js = coarse.points(skip_zero=True)
             assert coarse.G is not None
@@ -215,10 +226,10 @@ class _Solver:
         if not self.gathers_to_root(lvl):
             fine.U[fine.rows(cpts)] = coarse.U[coarse.rows(cpts // fine.cfactor)]
         else:
-            local = np.empty((cpts.size, self.u0.size), dtype=self.u0.dtype)
+            local = np.empty((cpts.size, self.dim), dtype=self.dtype)
             counts = fine.part.multiples(fine.cfactor)
-            self.comm.scatter_rows(coarse.U if self.comm.rank == 0 else None, local, counts)
-            fine.U[fine.rows(cpts)] = local
+            self.comm.scatter_rows(self.ops.to_numpy(coarse.U) if self.comm.rank == 0 else None, local, counts)
+            fine.U[fine.rows(cpts)] = self.ops.asarray(local)
         fine.moved_c()
 
     def correct(self, lvl: int) -> None:
@@ -235,8 +246,8 @@ class _Solver:
         problem, step, shape, dtype = self.problem, self.problem.step, U.shape[1:], U.dtype
         for j in range(1, U.shape[0]):
             k = (j - 1) * spacing
-            value = checked(problem, step(U[j - 1], k, spacing), shape, dtype, k, spacing)
-            if self.origin is None and not math.isfinite(float(np.sum(value))):
+            value = checked(problem, step(U[j - 1], k, spacing), shape, dtype, k, spacing, native=self.native)
+            if self.origin is None and not math.isfinite(float(value.sum())):
                 self.note_origin(lvl, U[j - 1 : j], value[None], np.array([k]))
             U[j] = value if G is None else value + G[j]
         lev.applications += U.shape[0] - 1
@@ -282,14 +293,16 @@ class _Solver:
     # -- residual and checks -----------------------------------------------------------------
     def residual_norm(self) -> float:
         """Norm over the fine C-points of ``U[c] - Phi(U[c-1])``, F-points freshly relaxed (as XBraid)."""
-        r = np.zeros((0,))
+        r: Any = None
         fine = self.levels[0]
         if self.layout.active(0):
             if not fine.fresh:
                 self.f_relax(0)
             js = fine.c_points(skip_zero=True)
-            r = np.abs(fine.U[fine.rows(js)] - self.phi_at_c(0))
-        local_peak = float(np.max(r)) if r.size else 0.0
+            phi = self.phi_at_c(0)  # on every rank: it exchanges the ghost rows
+            if js.size:
+                r = abs(fine.U[fine.rows(js)] - phi)
+        local_peak = float(r.max()) if r is not None else 0.0
         bad = None
         if not math.isfinite(local_peak):
             bad = self.locate_bad(0) or self.divergence(0, 0, "the residual is not finite")
@@ -297,7 +310,7 @@ class _Solver:
         peak = self.comm.allreduce_max(local_peak)
         if self.opt.norm == "inf" or peak == 0.0:
             return peak
-        local = float(np.sum((r / peak) ** 2)) if r.size else 0.0
+        local = float(((r / peak) ** 2).sum()) if r is not None else 0.0
         return peak * math.sqrt(self.comm.allreduce_sum(local))  # scaled: no overflow before inf
 
     def locate_bad(self, lvl: int) -> DivergenceError | None:
@@ -309,7 +322,7 @@ class _Solver:
         U = lev.owned()
         if U.shape[0] == 0:
             return None
-        peak = np.abs(U).max(axis=1)
+        peak = self.ops.max_abs_rows(U)
         bad = ~(peak <= self.state_bound)  # NaN compares False, so it counts as bad
         if not bad.any():
             return None
@@ -383,7 +396,7 @@ class _Solver:
         for lev in self.levels:
             U = lev.owned()
             if U.shape[0]:
-                peaks = np.abs(U).max(axis=1)
+                peaks = self.ops.max_abs_rows(U)
                 i = int(np.argmax(peaks))
                 if peaks[i] > best[0]:
                     best = (float(peaks[i]), lev.grid.index, lev.part.lo + i)
@@ -413,7 +426,7 @@ class _Solver:
     def final_state(self) -> np.ndarray:
         part = self.layout[0]
         owner = max(r for r, (lo, hi) in enumerate(part.ranges) if hi >= lo and hi == self.hier[0].n_steps)
-        value = self.levels[0].U[-1].copy() if self.comm.rank == owner else None
+        value = self.ops.to_numpy(self.levels[0].U[-1]).copy() if self.comm.rank == owner else None
         out = value if self.comm.size == 1 else self.comm.bcast(value, root=owner)
         assert out is not None
         return out
@@ -439,7 +452,7 @@ class _Solver:
                     break
                 if r > self.opt.divergence_factor * max(residuals[0], np.finfo(float).tiny):
                     self.residual_blowup(r, residuals)
-        states, first = self.levels[0].owned(), self.layout[0].lo
+        states, first = self.ops.to_numpy(self.levels[0].owned()), self.layout[0].lo
         if gather and self.comm.size > 1:
             full = self.comm.gather_rows(states, self.layout[0].counts)
             if self.comm.rank == 0:

@@ -78,6 +78,7 @@ def digits_problem(
     max_ratio: int = 4,
     sample: int | None = None,
     dtype: str = "float64",
+    device: str | None = None,
     **optimizer_kwargs: Any,
 ) -> TorchProblem:
     """A digits model problem: the network ``name`` ("digits-mlp" or "digits-cnn"), initialised from
@@ -105,4 +106,5 @@ def digits_problem(
         sample=sample,
         name=name,
         test_data=(data.X_test, data.y_test),
+        device=device,
     )

@@ -66,6 +66,7 @@ def fit(
     max_ratio: int = 4,
     sample: int | None = None,
     dtype: str | torch.dtype = "float64",
+    device: str | torch.device | None = None,
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
@@ -86,6 +87,9 @@ def fit(
     :mod:`pintrain.torch.problem`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
     round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).
+    ``device`` ("cuda", "mps", ...; default the CPU) holds the data, the steps and the solver's
+    level arrays (serial training runs there too); the states come back as numpy arrays, the model
+    on that device.
     The module given is not changed: ``FitResult.model`` is a trained copy.  An MGRIT solve that
     stops above ``tol`` raises :class:`~pintrain.errors.NotConvergedError` (its ``result`` is the
     FitResult reached) unless ``allow_unconverged=True``.
@@ -106,6 +110,7 @@ def fit(
         coarse=coarse,
         max_ratio=max_ratio,
         sample=sample,
+        device=device,
     )
     if method == "mgrit" and options is None:
         options = SolverOptions(levels=levels, cfactor=cfactor, tol=tol)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..arrays import ArrayOps
 from ..errors import OptionError, PintrainError, check_int
-from ..training.arrays import ArrayOps
 from ..training.model import Batches
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -30,20 +30,41 @@ class UnsupportedModel(PintrainError):
 
 
 class TorchOps:
-    """:class:`pintrain.training.arrays.ArrayOps` for torch tensors (CPU, zero-copy from numpy)."""
+    """:class:`pintrain.arrays.ArrayOps` for torch tensors on one device (zero-copy from numpy on the CPU)."""
 
     name = "torch"
 
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.cpu = self.device.type == "cpu"
+
     def asarray(self, U: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(U))
+        t = torch.from_numpy(np.ascontiguousarray(U))
+        return t if self.cpu else t.to(self.device)
 
     def to_numpy(self, S: torch.Tensor) -> np.ndarray:
-        return S.numpy()
+        return S.numpy() if self.cpu else S.detach().cpu().numpy()
+
+    def native(self, x: Any) -> bool:
+        return isinstance(x, torch.Tensor) and x.device == self.device
+
+    def empty(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    def zeros(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    def index(self, js: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(js, dtype=np.int64))
+        return t if self.cpu else t.to(self.device)
 
     def column(self, v: Any, like: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1, 1)
 
-    def where(self, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def where(self, cond: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(cond, a, b)
 
     def sqrt(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,14 +76,30 @@ class TorchOps:
     def concat(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(parts, dim=1)
 
-    def zeros(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        return like.new_zeros(shape)
+    def concat_rows(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, dim=0)
+
+    def add_into(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+        torch.add(a, b, out=out)
+
+    def finite_rows(self, x: torch.Tensor) -> np.ndarray:
+        return torch.isfinite(x).all(dim=-1).cpu().numpy()
+
+    def max_abs_rows(self, x: torch.Tensor) -> np.ndarray:
+        return x.abs().amax(dim=1).cpu().numpy()
 
     def no_grad(self) -> AbstractContextManager[Any]:
         return torch.no_grad()
 
+    def free_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        from ..errors import available_memory
 
-TORCH = TorchOps()
+        return available_memory()
+
+
+TORCH = TorchOps()  # the CPU
 
 
 def check_module(model: Any) -> None:
@@ -105,10 +142,12 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 class TorchModel:
     """``module`` with ``loss_fn`` on ``(X, y)`` as a model backend; the module given is copied
-    (converted to ``dtype``), never changed.  ``max_batch_samples`` bounds the samples one vectorised
-    pass takes (rows are processed in chunks), to bound memory on coarse levels."""
+    (converted to ``dtype`` and moved to ``device``), never changed.  The data, the weights and the
+    solver's states live on ``device`` ("cpu", "cuda", "cuda:1", "mps", ...).  ``max_batch_samples``
+    bounds the samples one vectorised pass takes (rows are processed in chunks), to bound memory on
+    coarse levels."""
 
-    ops: ArrayOps = TORCH
+    ops: ArrayOps
 
     def __init__(
         self,
@@ -120,8 +159,11 @@ class TorchModel:
         dtype: str | torch.dtype = "float64",
         max_batch_samples: int = 1 << 16,
         test_data: tuple[Any, Any] | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         check_module(module)
+        self.device = torch_device(device)
+        self.ops = TorchOps(self.device)
         check_int("max_batch_samples", max_batch_samples, 1)
         dtype = torch_dtype(dtype)
         if not callable(loss_fn):
@@ -131,13 +173,13 @@ class TorchModel:
             raise OptionError(
                 "data", f"X {tuple(X.shape)}, y {tuple(y.shape)}", "X and y with the same number (>0) of rows"
             )
-        self.X = X.to(dtype) if X.is_floating_point() else X
-        self.y = y.to(dtype) if y.is_floating_point() else y
+        self.X = (X.to(dtype) if X.is_floating_point() else X).to(self.device)
+        self.y = (y.to(dtype) if y.is_floating_point() else y).to(self.device)
         for label, data in (("X", self.X), ("y", self.y)):
             if data.is_floating_point() and not torch.isfinite(data).all():
                 raise OptionError(label, "data with NaN/inf", "finite values")
         self.dtype = dtype
-        self.module = copy.deepcopy(module).to(device="cpu", dtype=dtype)  # the backend steps on the CPU
+        self.module = copy.deepcopy(module).to(device=self.device, dtype=dtype)
         self.loss_fn = loss_fn
         self.max_batch_samples = int(max_batch_samples)
         self.test_data = test_data
@@ -159,7 +201,7 @@ class TorchModel:
         self._loss_unions = vmap(self._loss_union, in_dims=(0, 0, 0, None))
         try:  # a trial gradient: refuse what torch.func cannot run now, not in the middle of a solve
             trial = np.tile(np.arange(min(self.n_samples, 8), dtype=np.int64), (2, 1))
-            self.gradient(torch.stack([self.w0, self.w0]), Batches(trial))
+            float(self.gradient(torch.stack([self.w0, self.w0]), Batches(trial)).sum())  # waits for a device
         except PintrainError:
             raise
         except Exception as err:
@@ -205,7 +247,7 @@ class TorchModel:
             if idx is None:
                 parts.append(shared(w, self.X, self.y))
                 continue
-            ix = torch.from_numpy(idx)
+            ix = self.ops.index(idx)
             xb, yb = self.X[ix], self.y[ix]
             parts.append(one(w, xb, yb) if batches.r == 1 else union(w, xb, yb, batches.r))
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -224,7 +266,9 @@ class TorchModel:
             "module": type(self.module).__name__,
             "n_params": self.n_params,
             "dtype": dtype,
-            "summary": f"{type(self.module).__name__}, {self.n_params} weights, {dtype}",
+            "device": str(self.device),
+            "summary": f"{type(self.module).__name__}, {self.n_params} weights, {dtype}"
+            + ("" if self.device.type == "cpu" else f", on {self.device}"),
         }
 
     # -- the reference: the user's own loop -------------------------------------------------------
@@ -235,11 +279,12 @@ class TorchModel:
         model = copy.deepcopy(self.module)
         params = [model.get_parameter(name) for name in self.names]
         opt = optimizer.torch_optimizer(params)
-        u0 = optimizer.init(self.w0, TORCH).numpy()
+        u0 = self.ops.to_numpy(optimizer.init(self.w0, self.ops))
         out = np.empty((n_steps + 1, u0.size), dtype=u0.dtype)
         out[0] = u0
+        rows = None if table is None else self.ops.index(table)
         for k in range(n_steps):
-            xb, yb = (self.X, self.y) if table is None else (self.X[table[k]], self.y[table[k]])
+            xb, yb = (self.X, self.y) if rows is None else (self.X[rows[k]], self.y[rows[k]])
             opt.zero_grad(set_to_none=True)
             self.loss_fn(model(xb), yb).backward()
             opt.step()
@@ -248,8 +293,8 @@ class TorchModel:
                 for slot in optimizer.torch_slots:
                     parts.append(torch.cat([opt.state[p][slot].reshape(-1) for p in params]))
                 if optimizer.counts_steps:
-                    parts.append(torch.tensor([float(k + 1)], dtype=self.dtype))
-                out[k + 1] = torch.cat(parts).numpy()
+                    parts.append(torch.tensor([float(k + 1)], dtype=self.dtype, device=self.device))
+                out[k + 1] = self.ops.to_numpy(torch.cat(parts))
         return out
 
     # -- results -------------------------------------------------------------------------------
@@ -274,9 +319,29 @@ class TorchModel:
 
 
 def accuracy(model: nn.Module, X: Any, y: Any) -> float:
-    """Fraction of rows whose arg-max output is the label."""
-    X = torch.as_tensor(X)
-    dtype = next(model.parameters()).dtype
+    """Fraction of rows whose arg-max output is the label (on the module's device)."""
+    first = next(model.parameters())
+    X = torch.as_tensor(X).to(first.device)
     with torch.no_grad():
-        pred = model(X.to(dtype) if X.is_floating_point() else X).argmax(dim=-1)
-    return float((pred == torch.as_tensor(y)).double().mean())
+        pred = model(X.to(first.dtype) if X.is_floating_point() else X).argmax(dim=-1)
+    return float((pred == torch.as_tensor(y).to(first.device)).double().mean())
+
+
+def torch_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device that this machine has (None: the CPU), or an OptionError."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OptionError("device", device, 'a torch device: "cpu", "cuda", "cuda:1", "mps", ...') from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count()),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(dev.type, False):
+        raise OptionError("device", str(device), f"a device this machine has ({dev.type} is not available here)")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev

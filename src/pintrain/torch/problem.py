@@ -30,7 +30,8 @@ class TorchProblem(TrainingProblem):
     """Training ``model`` on ``(X, y)`` with ``optimizer`` for ``steps`` steps, as an evolution.
 
     The state is ``[weights, optimizer slots, (t)]`` (:class:`~pintrain.training.Optimizer`); the
-    model given is copied (converted to ``dtype``), never changed.
+    model given is copied (converted to ``dtype``, moved to ``device``), never changed.  The solver
+    keeps its level arrays as torch tensors on ``device``; results come back as numpy arrays.
     """
 
     model: TorchModel
@@ -53,9 +54,17 @@ class TorchProblem(TrainingProblem):
         max_batch_samples: int = 1 << 16,
         name: str = "torch",
         test_data: tuple[Any, Any] | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         backend = TorchModel(
-            model, loss_fn, X, y, dtype=dtype, max_batch_samples=max_batch_samples, test_data=test_data
+            model,
+            loss_fn,
+            X,
+            y,
+            dtype=dtype,
+            max_batch_samples=max_batch_samples,
+            test_data=test_data,
+            device=device,
         )
         schedule = Schedule(backend.n_samples, batch_size, seed)
         super().__init__(backend, schedule, optimizer, steps, coarse, name=name, max_ratio=max_ratio, sample=sample)
@@ -64,10 +73,14 @@ class TorchProblem(TrainingProblem):
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
     def serial_torch(self) -> np.ndarray:
         """The usual torch.optim loop's states after every step (:meth:`TorchModel.serial_states`)."""
         return self.serial_states()
 
     def model_at(self, state: np.ndarray) -> nn.Module:
         """A copy of the module with the weights of ``state``."""
-        return self.model.module_at(torch.from_numpy(np.ascontiguousarray(self.weights(state))))
+        return self.model.module_at(self.ops.asarray(np.ascontiguousarray(self.weights(state))))

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..arrays import NUMPY, ArrayOps
 from ..errors import OptionError
-from .arrays import NUMPY, ArrayOps
 
 
 class Batches(NamedTuple):

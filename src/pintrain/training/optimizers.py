@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..arrays import NUMPY, ArrayOps
 from ..errors import OptionError
-from .arrays import NUMPY, ArrayOps
 
 
 def _check_lr(lr: object) -> None:

@@ -14,8 +14,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from ..arrays import NUMPY
 from ..errors import OptionError, check_int, check_memory, check_positive
-from .arrays import NUMPY
 from .model import Batches, HasMetrics, HasSerialLoop, Linearizable, Model
 from .optimizers import SGD, Optimizer
 from .propagators import COARSE_PROPAGATORS
@@ -114,6 +114,8 @@ class TrainingProblem:
         if self.ops is NUMPY:  # numpy states need no conversion (a lone step of a small network is all overhead)
             return self._step(U, ks, m)
         with self.ops.no_grad():
+            if not isinstance(U, np.ndarray):  # the solver's levels hold the backend's arrays already
+                return self._step(U, ks, m)
             return self.ops.to_numpy(self._step(self.ops.asarray(U), ks, m))
 
     def _step(self, S: Any, ks: np.ndarray, m: int) -> Any:
@@ -122,7 +124,7 @@ class TrainingProblem:
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
         return self.optimizer.fine(S, self.model.gradient(W, self.batches(ks, 1)), ks, self.ops)
 
-    def step(self, u: np.ndarray, k: int, m: int) -> np.ndarray:
+    def step(self, u: Any, k: int, m: int) -> Any:
         return self.step_many(u[None, :], np.array([k]), m)[0]
 
     @property

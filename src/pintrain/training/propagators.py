@@ -58,7 +58,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .arrays import ArrayOps
+from ..arrays import ArrayOps
 from .optimizers import SGD, Optimizer
 
 

@@ -1,0 +1,132 @@
+"""Serial torch.optim training against MGRIT on one device (a GPU where there is one), side by side.
+
+    python benchmarks/device.py --device cuda --sizes 4096,16384 --out results/device.json
+    python benchmarks/device.py --device cpu --sizes 512 --threads 1      # a smoke run here
+
+The problem is the digits MLP (64-32-10, tanh, cross-entropy, batch 32; ``pintrain.torch.digits``)
+with the optimizer named.  "serial" is the plain loop a torch user writes (``zero_grad();
+loss.backward(); opt.step()`` on the device, the same batches in the same order, nothing stored,
+one synchronisation at the end); "serial, every state kept" is pintrain's reference loop
+(``method="serial"``), which copies every state to the host.  MGRIT keeps its level arrays on the
+device (torch-native states).  Every timing is the best of ``--repeat``, measured in the same
+process; the answer is compared with the reference states (max abs difference over all steps).
+Threads: ``--threads`` sets torch's intra-op threads for both methods alike (default 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pintrain.mgrit import Hierarchy, SolverOptions, solve
+from pintrain.torch.digits import digits_problem
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(p, steps: int | None = None) -> float:
+    """The loop a torch user writes, on the problem's device; returns its wall time."""
+    m = p.model
+    model = m.module_at(m.w0)
+    opt = p.optimizer.torch_optimizer(model.parameters())
+    rows = m.ops.index(p.table) if p.table.size else None
+    loss_fn = m.loss_fn
+    sync(m.device)
+    t0 = time.perf_counter()
+    for k in range(p.n_steps if steps is None else steps):
+        xb, yb = (m.X, m.y) if rows is None else (m.X[rows[k]], m.y[rows[k]])
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    sync(m.device)
+    return time.perf_counter() - t0
+
+
+def best(fn, repeat: int):
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--sizes", default="4096,16384")
+    ap.add_argument("--optimizers", default="sgd,adam")
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--levels", type=int, default=0, help="0: coarsen until at most 16 points remain")
+    ap.add_argument("--cfactor", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for dtype in args.dtypes.split(","):
+        tol = 1e-5 if dtype == "float32" else 1e-9
+        for name in args.optimizers.split(","):
+            lr = 0.002 if name.startswith("adam") else 0.05
+            for n in (int(s) for s in args.sizes.split(",")):
+                p = digits_problem("digits-mlp", steps=n, optimizer=name, lr=lr, dtype=dtype, device=args.device)
+                levels = args.levels or 64
+                opts = SolverOptions(levels=levels, cfactor=args.cfactor, tol=tol, max_iter=60, max_coarse=16)
+                plain_loop(p, 50)  # warm-up (kernels, allocator)
+                serial_s = min(plain_loop(p) for _ in range(args.repeat))
+                kept_s, ref = best(p.serial_states, 1)
+                mgrit_s, res = best(lambda p=p, opts=opts: solve(p, options=opts), args.repeat)
+                row = {
+                    "optimizer": name,
+                    "dtype": dtype,
+                    "N": n,
+                    "levels": len(Hierarchy(n, opts)),
+                    "tol": tol,
+                    "serial_s": serial_s,
+                    "serial_kept_s": kept_s,
+                    "mgrit_s": mgrit_s,
+                    "serial_over_mgrit": serial_s / mgrit_s,
+                    "iterations": res.iterations,
+                    "converged": res.converged,
+                    "max_abs_diff": float(np.abs(res.states - ref).max()),
+                    "fine_steps_over_N": res.step_counts[0] / n,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                write(args, p, rows)
+    print(f"{'optimizer':9s} {'dtype':8s} {'N':>6s} {'lev':>3s} {'serial':>8s} {'MGRIT':>8s} {'ser/MG':>7s} {'it':>3s}")
+    for r in rows:
+        print(
+            f"{r['optimizer']:9s} {r['dtype']:8s} {r['N']:6d} {r['levels']:3d} {r['serial_s']:8.3f} "
+            f"{r['mgrit_s']:8.3f} {r['serial_over_mgrit']:7.2f} {r['iterations']:3d}"
+        )
+
+
+def write(args: argparse.Namespace, p, rows: list) -> None:
+    """The record so far (written after every row: a run cut short keeps what it measured)."""
+    if args.out is None:
+        return
+    record = {
+        "device": str(p.device),
+        "device_name": torch.cuda.get_device_name() if p.device.type == "cuda" else platform.processor(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "command": "python benchmarks/device.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v),
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The small array namespace that the solver, the optimizers and the coarse propagators are written against.
+
+A problem keeps its states in its own arrays: numpy arrays (the default, and the numpy MLP), or
+torch tensors on the problem's device (a ``torch.nn.Module``: :class:`pintrain.torch.model.TorchOps`).
+Besides operators (+, -, *, /, **, ``abs``, slicing, ``.sum()``, ``.max()``), everything the
+solver and the training layer do to arrays goes through an :class:`ArrayOps`; the solver's level
+arrays, its arithmetic and the steps then stay in the problem's arrays end to end, and only the
+results (and MPI messages) cross to numpy on the host.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class ArrayOps(Protocol):
+    """What pintrain does to a backend's arrays besides operators."""
+
+    name: str
+
+    def asarray(self, U: np.ndarray) -> Any:
+        """A numpy array as this backend's array (zero-copy where it can)."""
+        ...
+
+    def to_numpy(self, S: Any) -> np.ndarray:
+        """This backend's array as a numpy array on the host (zero-copy where it can)."""
+        ...
+
+    def native(self, x: Any) -> bool:
+        """Whether ``x`` is already this backend's array."""
+        ...
+
+    def empty(self, shape: tuple[int, ...], like: Any) -> Any: ...
+
+    def zeros(self, shape: tuple[int, ...], like: Any) -> Any: ...
+
+    def copy(self, x: Any) -> Any: ...
+
+    def index(self, js: np.ndarray) -> Any:
+        """Integer row indices (numpy) as an index for this backend's arrays."""
+        ...
+
+    def column(self, v: Any, like: Any) -> Any:
+        """``v`` (B,), a numpy or backend array, as a (B, 1) column of ``like``'s float dtype."""
+        ...
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any: ...
+
+    def sqrt(self, x: Any) -> Any: ...
+
+    def clamp_min(self, x: Any, low: float) -> Any: ...
+
+    def concat(self, parts: list[Any]) -> Any:
+        """Join (B, n_i) blocks along the columns."""
+        ...
+
+    def concat_rows(self, parts: list[Any]) -> Any:
+        """Stack (n_i, d) blocks along the rows."""
+        ...
+
+    def add_into(self, out: Any, a: Any, b: Any) -> None:
+        """``out[...] = a + b`` (``out`` a view into a level's array)."""
+        ...
+
+    def finite_rows(self, x: Any) -> np.ndarray:
+        """Whether every entry of each row of ``x`` (B, d) is finite: a numpy bool array (B,)."""
+        ...
+
+    def max_abs_rows(self, x: Any) -> np.ndarray:
+        """``max |x|`` of each row (NaN if the row has one): a numpy float array (B,)."""
+        ...
+
+    def no_grad(self) -> Any: ...
+
+    def free_bytes(self) -> int:
+        """Memory available to new arrays of this backend (host or device)."""
+        ...
+
+
+@runtime_checkable
+class Native(Protocol):
+    """A problem whose states live in its own arrays (``ops``): the solver keeps its levels there."""
+
+    ops: ArrayOps
+
+
+class NumpyOps:
+    """:class:`ArrayOps` for numpy arrays."""
+
+    name = "numpy"
+
+    def asarray(self, U: np.ndarray) -> np.ndarray:
+        return U
+
+    def to_numpy(self, S: np.ndarray) -> np.ndarray:
+        return S
+
+    def native(self, x: Any) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def empty(self, shape: tuple[int, ...], like: np.ndarray) -> np.ndarray:
+        return np.empty(shape, dtype=like.dtype)
+
+    def zeros(self, shape: tuple[int, ...], like: np.ndarray) -> np.ndarray:
+        return np.zeros(shape, dtype=like.dtype)
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    def index(self, js: np.ndarray) -> np.ndarray:
+        return js
+
+    def column(self, v: Any, like: np.ndarray) -> np.ndarray:
+        return np.asarray(v).astype(like.dtype).reshape(-1, 1)
+
+    def where(self, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(cond, a, b)
+
+    def sqrt(self, x: np.ndarray) -> np.ndarray:
+        return np.sqrt(x)
+
+    def clamp_min(self, x: np.ndarray, low: float) -> np.ndarray:
+        return np.maximum(x, low)
+
+    def concat(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=1)
+
+    def concat_rows(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=0)
+
+    def add_into(self, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        np.add(a, b, out=out)
+
+    def finite_rows(self, x: np.ndarray) -> np.ndarray:
+        return np.isfinite(x).all(axis=-1)
+
+    def max_abs_rows(self, x: np.ndarray) -> np.ndarray:
+        return np.abs(x).max(axis=1)
+
+    def no_grad(self) -> Any:
+        return _NO_CONTEXT
+
+    def free_bytes(self) -> int:
+        from .errors import available_memory
+
+        return available_memory()
+
+
+_NO_CONTEXT = nullcontext()
+NUMPY = NumpyOps()

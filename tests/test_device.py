@@ -1,0 +1,105 @@
+"""Torch-native states: the solver's level arrays are the problem's tensors, on its device.
+
+The CPU tests run everywhere; the device tests run where a CUDA device is present (skipped
+otherwise: pintrain never needs one) and compare with the CPU result."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pintrain import OptionError
+from pintrain.mgrit import serial_solve, solve
+from pintrain.torch import TorchProblem, fit, make_optimizer
+
+CUDA = torch.cuda.is_available()
+
+
+def data(n=160, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0).long() + (X[:, 1] > 0.5).long()
+    return X, y
+
+
+def net(seed=1):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+
+
+def problem(optimizer="adam", lr=0.01, device=None, steps=192):
+    X, y = data()
+    opt = make_optimizer(optimizer, lr)
+    return TorchProblem(
+        net(), nn.CrossEntropyLoss(), X, y, steps=steps, batch_size=16, optimizer=opt, seed=2, device=device
+    )
+
+
+class NumpyBoundary:
+    """The same problem seen through numpy: no ``ops``, so the solver keeps numpy levels and every
+    step converts (the path before torch-native states)."""
+
+    def __init__(self, p):
+        self.p, self.n_steps = p, p.n_steps
+
+    def initial(self):
+        return self.p.initial()
+
+    def step(self, u, k, m):
+        return self.p.step(u, k, m)
+
+    def step_many(self, U, ks, m):
+        return self.p.step_many(U, ks, m)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("momentum", 0.05), ("adam", 0.01)])
+def test_torch_native_levels_give_the_numpy_path_s_states(optimizer, lr):
+    p = problem(optimizer, lr)
+    kw = {"levels": 3, "cfactor": 4, "tol": 1e-10, "max_iter": 60}
+    native, boundary = solve(p, **kw), solve(NumpyBoundary(p), **kw)
+    assert native.converged and native.iterations == boundary.iterations
+    np.testing.assert_array_equal(native.states, boundary.states)
+    assert isinstance(native.states, np.ndarray) and np.abs(native.states - p.serial_states()).max() < 1e-8
+
+
+def test_the_solver_keeps_torch_levels():
+    from pintrain.mgrit import SolverOptions
+    from pintrain.mgrit.solver import _Solver
+
+    p = problem()
+    s = _Solver(p, SolverOptions(levels=3, cfactor=4))
+    assert all(isinstance(lev.U, torch.Tensor) and lev.U.device == p.device for lev in s.levels)
+    assert s.ops is p.ops
+
+
+def test_unknown_or_absent_devices_are_refused():
+    X, y = data()
+    with pytest.raises(OptionError, match="device"):
+        fit(net(), nn.CrossEntropyLoss(), X, y, device="warp-drive")
+    if not CUDA:
+        with pytest.raises(OptionError, match="not available"):
+            fit(net(), nn.CrossEntropyLoss(), X, y, device="cuda")
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adam", 0.01)])
+def test_cuda_gives_the_cpu_weights(optimizer, lr):
+    X, y = data()
+    kw = {"steps": 192, "batch_size": 16, "optimizer": optimizer, "lr": lr, "seed": 2, "levels": 3, "tol": 1e-10}
+    cpu = fit(net(), nn.CrossEntropyLoss(), X, y, **kw)
+    gpu = fit(net(), nn.CrossEntropyLoss(), X, y, device="cuda", **kw)
+    serial = fit(net(), nn.CrossEntropyLoss(), X, y, device="cuda", method="serial", **kw)
+    assert gpu.solver.converged and next(gpu.model.parameters()).device.type == "cuda"
+    # float64 on the device: the same arithmetic up to the order of reductions
+    assert np.abs(gpu.states - cpu.states).max() < 1e-8
+    assert np.abs(gpu.states - serial.states).max() < 1e-8
+    assert np.abs(serial_solve(gpu.problem) - serial.states).max() < 1e-8
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_float32_digits_cli(capsys):
+    from pintrain.cli import main
+
+    argv = ["train", "--problem", "digits-mlp", "--steps", "128", "--levels", "2", "--dtype", "float32"]
+    assert main([*argv, "--tol", "1e-5", "--device", "cuda", "-q"]) == 0
+    assert "on cuda" in capsys.readouterr().out
