@@ -68,20 +68,42 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--levels", type=int, default=0, help="0: coarsen until at most 16 points remain")
     ap.add_argument("--cfactor", type=int, default=4)
+    ap.add_argument("--coarse", default="union", help="coarse propagator (union or split)")
+    ap.add_argument("--max-ratio", type=int, default=4, help="split: longest sub-interval")
+    ap.add_argument("--max-iter", type=int, default=60)
+    ap.add_argument("--costs", action="store_true", help="only the cost of one batched step against the rows")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.costs:
+        step_costs(args)
+        return
     rows = []
     for dtype in args.dtypes.split(","):
         tol = 1e-5 if dtype == "float32" else 1e-9
         for name in args.optimizers.split(","):
             lr = 0.002 if name.startswith("adam") else 0.05
             for n in (int(s) for s in args.sizes.split(",")):
-                p = digits_problem("digits-mlp", steps=n, optimizer=name, lr=lr, dtype=dtype, device=args.device)
+                p = digits_problem(
+                    "digits-mlp",
+                    steps=n,
+                    optimizer=name,
+                    lr=lr,
+                    dtype=dtype,
+                    device=args.device,
+                    coarse=args.coarse,
+                    max_ratio=args.max_ratio,
+                )
                 levels = args.levels or 64
-                opts = SolverOptions(levels=levels, cfactor=args.cfactor, tol=tol, max_iter=60, max_coarse=16)
+                opts = SolverOptions(
+                    levels=levels,
+                    cfactor=args.cfactor,
+                    tol=tol,
+                    max_iter=args.max_iter,
+                    max_coarse=None if args.levels else 16,
+                )
                 plain_loop(p, 50)  # warm-up (kernels, allocator)
                 serial_s = min(plain_loop(p) for _ in range(args.repeat))
                 kept_s, ref = best(p.serial_states, 1)
@@ -90,7 +112,9 @@ def main() -> None:
                     "optimizer": name,
                     "dtype": dtype,
                     "N": n,
+                    "coarse": p.coarse,
                     "levels": len(Hierarchy(n, opts)),
+                    "cfactor": args.cfactor,
                     "tol": tol,
                     "serial_s": serial_s,
                     "serial_kept_s": kept_s,
@@ -110,6 +134,37 @@ def main() -> None:
             f"{r['optimizer']:9s} {r['dtype']:8s} {r['N']:6d} {r['levels']:3d} {r['serial_s']:8.3f} "
             f"{r['mgrit_s']:8.3f} {r['serial_over_mgrit']:7.2f} {r['iterations']:3d}"
         )
+
+
+def step_costs(args: argparse.Namespace) -> None:
+    """Seconds per batched call (fine SGD/Adam step, and a union coarse step of spacing 16) against
+    the number of rows, on the device's own states; beside the plain loop's seconds per step."""
+    out = []
+    for dtype in args.dtypes.split(","):
+        for name in args.optimizers.split(","):
+            lr = 0.002 if name.startswith("adam") else 0.05
+            p = digits_problem("digits-mlp", steps=20000, optimizer=name, lr=lr, dtype=dtype, device=args.device)
+            plain_loop(p, 50)
+            per_step = min(plain_loop(p, 400) for _ in range(2)) / 400
+            for rows in (1, 16, 256, 4096, 16384):
+                U = p.ops.asarray(np.repeat(p.initial()[None], rows, axis=0))
+                ks = np.arange(rows, dtype=np.int64)
+                for m in (1, 16):
+                    p.step_many(U, ks, m)
+                    sync(p.device)
+                    reps = 5
+                    t0 = time.perf_counter()
+                    for _ in range(reps):
+                        p.step_many(U, ks, m)
+                    sync(p.device)
+                    call = (time.perf_counter() - t0) / reps
+                    row = {"optimizer": name, "dtype": dtype, "rows": rows, "m": m, "call_s": call,
+                           "per_row_s": call / rows, "plain_loop_step_s": per_step}  # fmt: skip
+                    out.append(row)
+                    print(json.dumps(row), flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "costs": out}, indent=1))
 
 
 def write(args: argparse.Namespace, p, rows: list) -> None:

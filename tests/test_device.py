@@ -97,9 +97,13 @@ def test_cuda_gives_the_cpu_weights(optimizer, lr):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-def test_cuda_float32_digits_cli(capsys):
+def test_cuda_float32_digits_cli(capsys, tmp_path):
+    import json
+
     from pintrain.cli import main
 
     argv = ["train", "--problem", "digits-mlp", "--steps", "128", "--levels", "2", "--dtype", "float32"]
-    assert main([*argv, "--tol", "1e-5", "--device", "cuda", "-q"]) == 0
+    assert main([*argv, "--tol", "1e-5", "--device", "cuda", "--json", str(tmp_path / "r.json")]) == 0
     assert "on cuda" in capsys.readouterr().out
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["problem"]["model"]["device"].startswith("cuda") and record["max_abs_diff"] < 1e-4
