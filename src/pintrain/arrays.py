@@ -51,6 +51,14 @@ class ArrayOps(Protocol):
 
     def sqrt(self, x: Any) -> Any: ...
 
+    def lerp(self, a: Any, b: Any, weight: float) -> Any:
+        """``a + weight * (b - a)`` (one fused kernel where the backend has one)."""
+        ...
+
+    def addcmul(self, a: Any, b: Any, c: Any, value: float) -> Any:
+        """``a + value * b * c`` (one fused kernel where the backend has one)."""
+        ...
+
     def clamp_min(self, x: Any, low: float) -> Any: ...
 
     def concat(self, parts: list[Any]) -> Any:
@@ -121,6 +129,12 @@ class NumpyOps:
 
     def sqrt(self, x: np.ndarray) -> np.ndarray:
         return np.sqrt(x)
+
+    def lerp(self, a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
+        return a + weight * (b - a)
+
+    def addcmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, value: float) -> np.ndarray:
+        return a + value * (b * c)
 
     def clamp_min(self, x: np.ndarray, low: float) -> np.ndarray:
         return np.maximum(x, low)

@@ -70,6 +70,12 @@ class TorchOps:
     def sqrt(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sqrt(x)
 
+    def lerp(self, a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+        return torch.lerp(a, b, weight)
+
+    def addcmul(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.addcmul(a, b, c, value=value)
+
     def clamp_min(self, x: torch.Tensor, low: float) -> torch.Tensor:
         return torch.clamp(x, min=low)
 

@@ -254,9 +254,9 @@ class Adam(Optimizer):
                 w = w * (1 - lr * wd)  # AdamW decays in every step, frozen gradient or not
             elif decay:
                 g = g + wd * w
-        m1 = m1 + (1 - b1) * (g - m1)
+        m1 = ops.lerp(m1, g, 1 - b1)  # torch.optim's exp_avg.lerp_(grad, 1 - beta1)
         # a coarse-grid correction can leave a second moment slightly negative; serial training never does
-        m2 = ops.clamp_min(m2, 0.0) * b2 + (1 - b2) * (g * g)
+        m2 = ops.addcmul(ops.clamp_min(m2, 0.0) * b2, g, g, 1 - b2)  # exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
         denom = ops.sqrt(m2) / bc2_sqrt + self.eps
         return [w - step_size * (m1 / denom), m1, m2, t]
 
