@@ -176,7 +176,8 @@ def write(args: argparse.Namespace, p, rows: list) -> None:
         "device_name": torch.cuda.get_device_name() if p.device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
         "threads": args.threads,
-        "command": "python benchmarks/device.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v),
+        "command": "python benchmarks/device.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,27 @@ def test_remainder_dropped_and_full_batch():
     assert full.full_batch and full.steps_per_epoch == 1
     for k in (0, 1, 99):
         np.testing.assert_array_equal(full.batch(k), np.arange(4))
-    assert Schedule(4, 10).full_batch
+    assert Schedule(4, 4).full_batch
+    # a batch larger than the data is a mistake to report, not a full batch in disguise (issue 13)
+    with pytest.raises(OptionError, match="batch_size=10 is not allowed.*at most the number of samples, 4"):
+        Schedule(4, 10)
+    assert Schedule(10, 3).describe()["dropped_per_epoch"] == 1  # said, as DataLoader(drop_last=True)
+
+
+def test_given_batches_are_the_users_order():
+    from pintrain.training.schedule import GivenBatches
+
+    order = [[3, 1], [0, 2], [1, 1], [4, 0]]
+    s = GivenBatches(5, order)
+    np.testing.assert_array_equal(s.table(4), order)
+    np.testing.assert_array_equal(s.batch(2), [1, 1])
+    np.testing.assert_array_equal(s.batches(np.array([0, 2]), 2), [[3, 1, 0, 2], [1, 1, 4, 0]])
+    with pytest.raises(OptionError, match="one batch per step, 5 at least"):
+        s.table(5)
+    with pytest.raises(OptionError, match="same size"):
+        GivenBatches(5, [[0, 1], [2]])
+    with pytest.raises(OptionError, match="0 .. 4"):
+        GivenBatches(5, [[0, 5]])
 
 
 @pytest.mark.parametrize(

@@ -261,5 +261,5 @@ def test_cli_refuses_options_that_do_not_apply(capsys):
     assert "torch problems" in capsys.readouterr().err
     assert main(["train", "--problem", "digits-mlp", "--steps", "0"]) == 2
     assert "steps=0 is not allowed" in capsys.readouterr().err
-    assert main(["train", "--problem", "digits-mlp", "--momentum", "0.9"]) == 2
-    assert "'sgd' takes weight_decay, not momentum" in capsys.readouterr().err
+    assert main(["train", "--problem", "digits-mlp", "--optimizer", "adam", "--momentum", "0.9"]) == 2
+    assert "'adam' takes amsgrad, betas, eps, maximize, weight_decay, not momentum" in capsys.readouterr().err

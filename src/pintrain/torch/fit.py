@@ -54,7 +54,7 @@ def fit(
     y: Any,
     steps: int = 1000,
     batch_size: int | None = 32,
-    optimizer: str = "sgd",
+    optimizer: Any = "sgd",
     lr: float = 0.01,
     seed: int = 0,
     method: str = "mgrit",
@@ -67,6 +67,10 @@ def fit(
     sample: int | None = None,
     dtype: str | torch.dtype = "float64",
     device: str | torch.device | None = None,
+    batches: Any = None,
+    lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    lr_schedule: Any = None,
+    clip_grad_norm: float | None = None,
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
@@ -87,6 +91,16 @@ def fit(
     :mod:`pintrain.torch.problem`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
     round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).
+    What a training loop has, in its own words, inside the evolution (so MGRIT still gives the
+    loop's weights): ``optimizer`` may be ``torch.optim.SGD``/``Adam``/``AdamW`` itself, and "sgd"
+    takes ``momentum``, ``dampening``, ``nesterov`` as torch.optim.SGD does; ``lr_scheduler`` is
+    what you would wrap the optimizer in (``lambda opt: torch.optim.lr_scheduler.StepLR(opt, 100)``:
+    the rates are the scheduler's own, stepped once per step) or ``lr_schedule`` the rates
+    themselves (a sequence, or a function of the step); ``clip_grad_norm`` clips every step's
+    gradient as ``torch.nn.utils.clip_grad_norm_``; ``batches`` is your own batch order, one index
+    batch per step (e.g. ``list(torch.utils.data.BatchSampler(sampler, 32, drop_last=True))`` over
+    the epochs), instead of pintrain's seeded shuffle, which drops each epoch's remainder as
+    ``drop_last=True`` does.  A ``batch_size`` above the number of samples is refused.
     ``device`` ("cuda", "mps", ...; default the CPU) holds the data, the steps and the solver's
     level arrays (serial training runs there too); the states come back as numpy arrays, the model
     on that device.
@@ -111,6 +125,10 @@ def fit(
         max_ratio=max_ratio,
         sample=sample,
         device=device,
+        batches=batches,
+        lr_scheduler=lr_scheduler,
+        lr_schedule=lr_schedule,
+        clip_grad_norm=clip_grad_norm,
     )
     if method == "mgrit" and options is None:
         options = SolverOptions(levels=levels, cfactor=cfactor, tol=tol)

@@ -278,10 +278,18 @@ class TorchModel:
         }
 
     # -- the reference: the user's own loop -------------------------------------------------------
-    def serial_states(self, optimizer: Any, table: np.ndarray | None, n_steps: int) -> np.ndarray:
+    def serial_states(
+        self,
+        optimizer: Any,
+        table: np.ndarray | None,
+        n_steps: int,
+        lrs: np.ndarray | None = None,
+        clip_grad_norm: float | None = None,
+    ) -> np.ndarray:
         """Serial training the usual way: a copy of the module, ``torch.optim``, ``loss.backward()``,
-        ``opt.step()`` for every step (batch ``table[k]``, all samples if None); returns the state after
-        every step as rows (weights and optimizer state packed as in the evolution), row 0 the initial."""
+        (``clip_grad_norm_``), ``opt.step()`` for every step (batch ``table[k]``, all samples if None;
+        learning rate ``lrs[k]``, as a scheduler would have set it); returns the state after every
+        step as rows (weights and optimizer state packed as in the evolution), row 0 the initial."""
         model = copy.deepcopy(self.module)
         params = [model.get_parameter(name) for name in self.names]
         opt = optimizer.torch_optimizer(params)
@@ -293,6 +301,11 @@ class TorchModel:
             xb, yb = (self.X, self.y) if rows is None else (self.X[rows[k]], self.y[rows[k]])
             opt.zero_grad(set_to_none=True)
             self.loss_fn(model(xb), yb).backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            if lrs is not None:
+                for group in opt.param_groups:
+                    group["lr"] = float(lrs[k])
             opt.step()
             with torch.no_grad():
                 parts = [torch.cat([p.reshape(-1) for p in params])]
@@ -351,3 +364,39 @@ def torch_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def lr_table(optimizer: Any, scheduler: Any, n_steps: int) -> np.ndarray:
+    """The learning rate of steps 0 .. n_steps - 1 under a ``torch.optim.lr_scheduler``: ``scheduler``
+    is called with a torch optimizer (``lambda opt: StepLR(opt, 100, 0.5)``) and stepped once per
+    training step, as in the usual loop, so the rates are the scheduler's own, float for float.
+    A scheduler that also changes other hyper-parameters (OneCycleLR's momentum cycling) is refused:
+    the evolution would not be the same."""
+    probe = torch.zeros(1, requires_grad=True)
+    opt = optimizer.torch_optimizer([probe])
+    try:
+        sched = scheduler(opt)
+    except Exception as err:
+        raise OptionError("lr_scheduler", scheduler, f"a function optimizer -> torch LR scheduler ({err})") from None
+    if not callable(getattr(sched, "step", None)):
+        raise OptionError("lr_scheduler", scheduler, "a function optimizer -> torch LR scheduler (with .step())")
+    group = opt.param_groups[0]
+    fixed = {k: v for k, v in group.items() if k not in ("lr", "params", "initial_lr")}
+    out = np.empty(n_steps)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": no gradients here
+        for k in range(n_steps):
+            out[k] = group["lr"]
+            changed = [key for key, v in fixed.items() if group.get(key) != v]
+            if changed:
+                raise OptionError(
+                    "lr_scheduler",
+                    type(sched).__name__,
+                    f"a scheduler of the learning rate alone (it changes {', '.join(changed)} too; for "
+                    "OneCycleLR pass cycle_momentum=False)",
+                )
+            opt.step()
+            sched.step()
+    return out

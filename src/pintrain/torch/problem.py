@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import OptionError, check_int
 from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
-from ..training.schedule import Schedule
-from .model import DTYPES, TorchModel, UnsupportedModel, check_module
+from ..training.schedule import GivenBatches, Schedule
+from .model import DTYPES, TorchModel, UnsupportedModel, check_module, lr_table
 
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
 
@@ -55,6 +56,10 @@ class TorchProblem(TrainingProblem):
         name: str = "torch",
         test_data: tuple[Any, Any] | None = None,
         device: str | torch.device | None = None,
+        batches: Any = None,
+        lr_scheduler: Any = None,
+        lr_schedule: Any = None,
+        clip_grad_norm: float | None = None,
     ) -> None:
         backend = TorchModel(
             model,
@@ -66,8 +71,33 @@ class TorchProblem(TrainingProblem):
             test_data=test_data,
             device=device,
         )
-        schedule = Schedule(backend.n_samples, batch_size, seed)
-        super().__init__(backend, schedule, optimizer, steps, coarse, name=name, max_ratio=max_ratio, sample=sample)
+        if batches is not None:
+            if isinstance(batches, torch.Tensor):
+                batches = batches.cpu().numpy()
+            schedule: Schedule = GivenBatches(backend.n_samples, [np.asarray(b) for b in batches])
+            if batch_size is not None and batch_size != schedule.batch_size:
+                raise OptionError(
+                    "batch_size", batch_size, f"None or {schedule.batch_size}, the size of the batches given"
+                )
+        else:
+            schedule = Schedule(backend.n_samples, batch_size, seed)
+        if lr_scheduler is not None:
+            if lr_schedule is not None:
+                raise OptionError("lr_schedule", "given with lr_scheduler", "one of the two")
+            check_int("steps", steps, 1)
+            lr_schedule = lr_table(optimizer, lr_scheduler, steps)
+        super().__init__(
+            backend,
+            schedule,
+            optimizer,
+            steps,
+            coarse,
+            name=name,
+            max_ratio=max_ratio,
+            sample=sample,
+            lr_schedule=lr_schedule,
+            clip_grad_norm=clip_grad_norm,
+        )
 
     @property
     def dtype(self) -> torch.dtype:

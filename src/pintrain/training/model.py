@@ -71,8 +71,17 @@ class Linearizable(Protocol):
 class HasSerialLoop(Protocol):
     """A model whose framework has its own training loop, the reference that MGRIT must match."""
 
-    def serial_states(self, optimizer: Any, table: np.ndarray | None, n_steps: int) -> np.ndarray:
-        """The states (weights and optimizer slots, packed as the evolution's) after every step."""
+    def serial_states(
+        self,
+        optimizer: Any,
+        table: np.ndarray | None,
+        n_steps: int,
+        lrs: np.ndarray | None = None,
+        clip_grad_norm: float | None = None,
+    ) -> np.ndarray:
+        """The states (weights and optimizer slots, packed as the evolution's) after every step:
+        step k on the batch ``table[k]`` (all samples if None) with learning rate ``lrs[k]`` (the
+        optimizer's if None), its gradient clipped to ``clip_grad_norm``."""
         ...
 
 

@@ -92,22 +92,28 @@ class Optimizer(ABC):
             parts.append(S[:, -1:])
         return parts
 
-    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY) -> Any:
+    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         """One step at global steps ``k`` (B,) (a numpy int array) with gradients ``G`` (B, P); returns
-        the new states."""
-        parts = self.update(self.split(S, G.shape[1]), G, k, ops)
+        the new states.  ``lrs``: the learning rate of every step (a schedule's table, indexed by
+        the step), or None for the constant ``lr``."""
+        parts = self.update(self.split(S, G.shape[1]), G, k, ops, lr=None if lrs is None else lrs[k])
         return parts[0] if len(parts) == 1 else ops.concat(parts)
 
-    def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY) -> Any:
+    def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         """m steps from global steps ``k`` with the gradient frozen at ``G_sum / m`` (and the weight
-        decay frozen at the first step's weights, except AdamW's decoupled decay); new states."""
+        decay frozen at the first step's weights, except AdamW's decoupled decay); new states.
+        ``lrs`` as for :meth:`fine`: each of the m steps takes its own step's learning rate."""
         parts = self.split(S, G_sum.shape[1])
         G = G_sum / m
         if self.coupled_decay:
             G = G + self.weight_decay * parts[0]  # type: ignore[attr-defined]
         for j in range(m):
-            parts = self.update(parts, G, k + j, ops, decay=False)
+            parts = self.update(parts, G, k + j, ops, decay=False, lr=None if lrs is None else lrs[k + j])
         return parts[0] if len(parts) == 1 else ops.concat(parts)
+
+    def rate(self, lr: np.ndarray | None, like: Any, ops: ArrayOps) -> Any:
+        """The learning rate of a step: ``self.lr``, or a (B, 1) column of the rows' own rates."""
+        return self.lr if lr is None else ops.column(lr, like)
 
     @property
     def coupled_decay(self) -> bool:
@@ -115,9 +121,11 @@ class Optimizer(ABC):
         return bool(getattr(self, "weight_decay", 0.0))
 
     @abstractmethod
-    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+    def update(
+        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
+    ) -> list[Any]:
         """The new ``[w, slots..., (t)]`` after one step (pure); ``decay=False`` when ``g`` already holds
-        the coupled weight decay."""
+        the coupled weight decay; ``lr``: each row's learning rate (numpy, (B,)), or None for ``lr``."""
 
     def torch_optimizer(self, params: Any) -> Any:
         """The matching ``torch.optim`` optimizer over ``params``."""
@@ -140,18 +148,25 @@ class SGD(Optimizer):
         super().__post_init__()
         _check_decay(self.weight_decay)
 
-    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+    def update(
+        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
+    ) -> list[Any]:
         w = parts[0]
         if self.weight_decay and decay:
             g = g + self.weight_decay * w
-        return [w - self.lr * g]
+        return [w - self.rate(lr, w, ops) * g]
 
-    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY) -> Any:
+    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         # the state is the weights: no split and join (a lone step of a small network is all overhead)
-        return S - self.lr * (G + self.weight_decay * S if self.weight_decay else G)
+        lr = self.lr if lrs is None else ops.column(lrs[k], S)
+        return S - lr * (G + self.weight_decay * S if self.weight_decay else G)
 
-    def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY) -> Any:
-        # m steps with one frozen gradient are one step of m * lr: w - lr * (G_sum + m wd w)
+    def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
+        # m steps with one frozen gradient are one step of the summed rate: w - lr * (G_sum + m wd w)
+        if lrs is not None:  # w - (sum_j lr_j) (G_sum / m + wd w)
+            total = lrs[np.asarray(k)[:, None] + np.arange(m)].sum(axis=1)
+            G = G_sum / m + self.weight_decay * S if self.weight_decay else G_sum / m
+            return S - ops.column(total, S) * G
         if self.weight_decay:
             G_sum = G_sum + (m * self.weight_decay) * S
         return S - self.lr * G_sum
@@ -181,14 +196,16 @@ class Momentum(SGD):
         if self.nesterov and self.dampening:
             raise OptionError("dampening", self.dampening, "0 with nesterov (as torch.optim.SGD requires)")
 
-    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+    def update(
+        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
+    ) -> list[Any]:
         w, buf = parts
         if self.weight_decay and decay:
             g = g + self.weight_decay * w
         first = ops.column(k == 0, g) > 0  # torch.optim starts the buffer at the first gradient
         buf = ops.where(first, g, buf * self.momentum + (1 - self.dampening) * g)
         step = g + self.momentum * buf if self.nesterov else buf
-        return [w - self.lr * step, buf]
+        return [w - self.rate(lr, w, ops) * step, buf]
 
     fine = Optimizer.fine
     frozen = Optimizer.frozen
@@ -237,21 +254,24 @@ class Adam(Optimizer):
     def coupled_decay(self) -> bool:
         return bool(self.weight_decay) and not self.decoupled
 
-    def update(self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True) -> list[Any]:
+    def update(
+        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
+    ) -> list[Any]:
         w, m1, m2, _ = parts
-        lr, wd = self.lr, self.weight_decay
+        wd = self.weight_decay
         b1, b2 = self.betas
         # t and the bias corrections per row from a table of Python floats, as torch.optim computes
         # them (and so that a row's result cannot depend on the other rows: a vectorised pow over a
         # contiguous batch rounds its tail differently from its body)
         steps = np.asarray(k, dtype=np.int64) + 1
-        sizes, roots = _adam_tables(lr, b1, b2, 1 << int(steps.max(initial=1)).bit_length())
+        bc1, roots = _adam_tables(b1, b2, 1 << int(steps.max(initial=1)).bit_length())
+        rate = self.lr if lr is None else lr
         t = ops.column(steps.astype(np.float64), w)
-        step_size = ops.column(sizes[steps], w)
+        step_size = ops.column(rate / bc1[steps], w)  # torch.optim: lr / bias_correction1, Python floats
         bc2_sqrt = ops.column(roots[steps], w)
         if wd:
-            if self.decoupled:
-                w = w * (1 - lr * wd)  # AdamW decays in every step, frozen gradient or not
+            if self.decoupled:  # AdamW decays in every step, frozen gradient or not
+                w = w * (1 - rate * wd) if lr is None else w * ops.column(1 - rate * wd, w)
             elif decay:
                 g = g + wd * w
         m1 = ops.lerp(m1, g, 1 - b1)  # torch.optim's exp_avg.lerp_(grad, 1 - beta1)
@@ -266,43 +286,71 @@ class Adam(Optimizer):
 
 
 @functools.lru_cache(maxsize=16)
-def _adam_tables(lr: float, b1: float, b2: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``lr / (1 - b1**t)`` and ``sqrt(1 - b2**t)`` for t = 0 .. n - 1 (t = 0 unused), each a Python
-    float computation as in torch.optim's Adam."""
+def _adam_tables(b1: float, b2: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``1 - b1**t`` and ``sqrt(1 - b2**t)`` for t = 0 .. n - 1 (t = 0 unused), each a Python float
+    computation as in torch.optim's Adam."""
     t = range(1, n)
-    sizes = np.array([np.nan] + [lr / (1 - b1**j) for j in t])
+    bc1 = np.array([np.nan] + [1 - b1**j for j in t])
     roots = np.array([np.nan] + [(1 - b2**j) ** 0.5 for j in t])
-    return sizes, roots
+    return bc1, roots
 
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw")
+_MATH_FREE = {"foreach", "fused", "capturable", "differentiable"}  # torch.optim's implementation choices
 _ALLOWED = {
-    "sgd": {"weight_decay"},
+    "sgd": {"weight_decay", "momentum", "dampening", "nesterov"},
     "momentum": {"momentum", "dampening", "weight_decay"},
     "nesterov": {"momentum", "weight_decay"},
-    "adam": {"betas", "eps", "weight_decay"},
-    "adamw": {"betas", "eps", "weight_decay"},
+    "adam": {"betas", "eps", "weight_decay", "amsgrad", "maximize"},
+    "adamw": {"betas", "eps", "weight_decay", "amsgrad", "maximize"},
 }
+_TORCH_CLASSES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw"}
 
 
-def make_optimizer(name: str, lr: float, **hyper: Any) -> Optimizer:
-    """An optimizer from torch.optim's names for its hyper-parameters.
+def make_optimizer(name: Any, lr: float, **hyper: Any) -> Optimizer:
+    """An optimizer from torch.optim's names for it and its hyper-parameters.
 
-    ``"sgd"`` (weight_decay), ``"momentum"`` (momentum=0.9, dampening, weight_decay),
-    ``"nesterov"`` (momentum=0.9, weight_decay), ``"adam"`` (betas, eps, weight_decay),
-    ``"adamw"`` (betas, eps, weight_decay=0.01, decoupled as in torch.optim.AdamW).
+    ``name`` is ``"sgd"`` (weight_decay; with ``momentum > 0`` heavy ball, ``dampening``,
+    ``nesterov=True``, exactly as ``torch.optim.SGD``), ``"momentum"`` (momentum=0.9, dampening,
+    weight_decay), ``"nesterov"`` (momentum=0.9, weight_decay), ``"adam"`` (betas, eps,
+    weight_decay), ``"adamw"`` (betas, eps, weight_decay=0.01, decoupled as in torch.optim.AdamW),
+    or the class itself: ``torch.optim.SGD``, ``torch.optim.Adam``, ``torch.optim.AdamW``.
+    torch.optim's implementation switches (foreach, fused, capturable, differentiable) are
+    accepted and change nothing; amsgrad and maximize are refused (not built).
     """
+    if isinstance(name, Optimizer):
+        if hyper:
+            raise OptionError("optimizer", name, "a name or class when hyper-parameters are given")
+        return name
+    if isinstance(name, type):
+        cls = name
+        if not cls.__module__.startswith("torch.optim") or cls.__name__ not in _TORCH_CLASSES:
+            raise OptionError(
+                "optimizer", cls.__name__, "torch.optim.SGD, torch.optim.Adam or torch.optim.AdamW (or their names)"
+            )
+        name = _TORCH_CLASSES[cls.__name__]
     if name not in OPTIMIZER_NAMES:
-        raise OptionError("optimizer", name, f"one of {', '.join(OPTIMIZER_NAMES)}")
-    unknown = set(hyper) - _ALLOWED[name]
+        raise OptionError("optimizer", name, f"one of {', '.join(OPTIMIZER_NAMES)}, or torch.optim.SGD/Adam/AdamW")
+    unknown = set(hyper) - _ALLOWED[name] - _MATH_FREE
     if unknown:
         from ..errors import PintrainError
 
         raise PintrainError(
             f"optimizer {name!r} takes {', '.join(sorted(_ALLOWED[name]))}, not {', '.join(sorted(unknown))}"
         )
+    hyper = {k: v for k, v in hyper.items() if k not in _MATH_FREE}
+    for flag in ("amsgrad", "maximize"):
+        if hyper.pop(flag, False):
+            raise OptionError(flag, True, "False: pintrain's Adam evolves the plain torch.optim update")
     _check_lr(lr)
     if name == "sgd":
+        momentum = hyper.pop("momentum", 0.0)
+        if momentum:
+            return Momentum(lr, momentum=momentum, **hyper)
+        if hyper.pop("nesterov", False) or hyper.get("dampening"):
+            raise OptionError("nesterov" if "dampening" not in hyper else "dampening", True,
+                              "used with momentum > 0 (as torch.optim.SGD requires)")  # fmt: skip
+        hyper.pop("dampening", None)
         return SGD(lr, **hyper)
     if name in ("momentum", "nesterov"):
         return Momentum(lr, nesterov=name == "nesterov", **hyper)

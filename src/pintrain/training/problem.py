@@ -31,6 +31,12 @@ class TrainingProblem:
     Coarse options: ``max_ratio`` (``split``: longest sub-interval, default 4), ``sample=r`` (a
     coarse gradient over m batches estimated from r of them, weighted m / r), ``alpha_growth`` and
     ``alpha_max`` (the paper's learning-rate rule of ``naive``/``solver1``/``solver2``).
+
+    ``lr_schedule``: the learning rate of every step, a sequence of ``steps`` rates or a function of
+    the step (a pure function of k, so part of the evolution; :func:`pintrain.torch.lr_table` turns a
+    ``torch.optim.lr_scheduler`` into one); ``lr`` of the optimizer is then unused by the steps.
+    ``clip_grad_norm``: the gradient of every step scaled to at most this L2 norm, as
+    ``torch.nn.utils.clip_grad_norm_`` (coarse steps clip their frozen mean gradient).
     """
 
     def __init__(
@@ -42,9 +48,15 @@ class TrainingProblem:
         coarse: str = "union",
         *,
         name: str = "training",
+        lr_schedule: Any = None,
+        clip_grad_norm: float | None = None,
         **coarse_options: Any,
     ) -> None:
         check_int("steps", steps, 1)
+        self.lrs = None if lr_schedule is None else _lr_table(lr_schedule, int(steps))
+        if clip_grad_norm is not None:
+            check_positive("clip_grad_norm", clip_grad_norm)
+        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
         if not isinstance(model, Model):
             raise OptionError("model", type(model).__name__, "a model backend (pintrain.training.Model)")
         if not isinstance(optimizer, Optimizer):
@@ -52,7 +64,9 @@ class TrainingProblem:
         if coarse not in COARSE_PROPAGATORS:
             raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
         self.linearizable = isinstance(model, Linearizable)  # checked once: isinstance on a protocol is slow
-        refusal = COARSE_PROPAGATORS[coarse].refusal(self.linearizable, optimizer)
+        refusal = COARSE_PROPAGATORS[coarse].refusal(
+            self.linearizable, optimizer, self.lrs is not None, self.clip_grad_norm is not None
+        )
         if refusal is not None:
             raise OptionError("coarse", coarse, f"a propagator this problem can run: {refusal}")
         if schedule.n_samples != model.n_samples:
@@ -122,7 +136,19 @@ class TrainingProblem:
         if m > 1:
             return COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
-        return self.optimizer.fine(S, self.model.gradient(W, self.batches(ks, 1)), ks, self.ops)
+        G = self.model.gradient(W, self.batches(ks, 1))
+        if self.clip_grad_norm is not None:
+            G = self.clip(G)
+        return self.optimizer.fine(S, G, ks, self.ops, self.lrs)
+
+    def clip(self, G: Any) -> Any:
+        """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by
+        ``min(1, max_norm / (|g| + 1e-6))`` (unchanged without clipping)."""
+        if self.clip_grad_norm is None:
+            return G
+        norms = self.ops.to_numpy((G * G).sum(1) ** 0.5) if self.ops.name != "numpy" else np.sqrt((G * G).sum(1))
+        coef = np.minimum(self.clip_grad_norm / (np.asarray(norms, dtype=np.float64) + 1e-6), 1.0)
+        return G * self.ops.column(coef, G)
 
     def step(self, u: Any, k: int, m: int) -> Any:
         return self.step_many(u[None, :], np.array([k]), m)[0]
@@ -205,7 +231,7 @@ class TrainingProblem:
         (torch: ``loss.backward(); opt.step()``), else the loop of fine steps."""
         if isinstance(self.model, HasSerialLoop):
             table = None if self.schedule.full_batch else self.table
-            return self.model.serial_states(self.optimizer, table, self.n_steps)
+            return self.model.serial_states(self.optimizer, table, self.n_steps, self.lrs, self.clip_grad_norm)
         from ..mgrit import serial_solve
 
         return serial_solve(self)
@@ -253,6 +279,8 @@ class TrainingProblem:
             "steps": self.n_steps,
             "coarse": self.coarse,
             "coarse_options": dict(self.coarse_options),
+            "lr_schedule": None if self.lrs is None else {"first": self.lrs[0], "last": self.lrs[-1]},
+            "clip_grad_norm": self.clip_grad_norm,
         }
 
     def summary(self) -> str:
@@ -280,3 +308,23 @@ class TrainingProblem:
             f"{self.name} ({d['model']['summary']}), {self.n_steps} steps of {train}, "
             f"coarse propagator {self.coarse!r}{f' ({extra})' if extra else ''}"
         )
+
+
+def _lr_table(schedule: Any, n_steps: int) -> np.ndarray:
+    """The learning rate of steps 0 .. n_steps - 1 from a sequence or a function of the step."""
+    try:
+        if callable(schedule):
+            table = np.array([float(schedule(k)) for k in range(n_steps)], dtype=np.float64)
+        else:
+            table = np.asarray(schedule, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise OptionError(
+            "lr_schedule",
+            type(schedule).__name__,
+            f"a sequence of {n_steps} learning rates or a function k -> lr ({err})",
+        ) from None
+    if table.shape != (n_steps,):
+        raise OptionError("lr_schedule", f"{table.size} rates", f"one learning rate per step, {n_steps} of them")
+    if not (np.isfinite(table).all() and (table >= 0).all()):
+        raise OptionError("lr_schedule", "rates with NaN/inf or < 0", "finite learning rates >= 0")
+    return table

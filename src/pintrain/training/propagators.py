@@ -80,10 +80,16 @@ class CoarseContext(Protocol):
 
     def coarse_lr(self, m: int) -> float: ...
 
+    @property
+    def lrs(self) -> np.ndarray | None: ...
+
+    def clip(self, G: Any) -> Any: ...
+
 
 def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_sum(S[:, : problem.n_params], ks, m)
-    return problem.optimizer.frozen(S, G, ks, m, problem.ops)
+    G = problem.clip(G / m) * m  # gradient clipping (if any) of the frozen mean gradient
+    return problem.optimizer.frozen(S, G, ks, m, problem.ops, problem.lrs)
 
 
 def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
@@ -155,9 +161,18 @@ class Propagator:
     needs_linearization: bool = False  # the model's output Jacobian (Linearizable)
     plain_sgd: bool = False  # SGD without weight decay: the state is the weights alone
     alpha_growth: float | None = None  # the paper's learning-rate growth per doubling (None: not one of them)
+    schedules: bool = True  # takes a learning-rate schedule and gradient clipping
 
-    def refusal(self, linearizable: bool, optimizer: Optimizer) -> str | None:
+    def refusal(
+        self, linearizable: bool, optimizer: Optimizer, scheduled: bool = False, clipped: bool = False
+    ) -> str | None:
         """Why this propagator cannot run with this model and optimizer (None: it can)."""
+        if not self.schedules and (scheduled or clipped):
+            what = "a learning-rate schedule" if scheduled else "gradient clipping"
+            return (
+                f"coarse propagator {self.name!r} takes one constant learning rate and an unclipped gradient, "
+                f"not {what}; use 'union' or 'split'"
+            )
         if self.needs_linearization and not linearizable:
             return (
                 f"coarse propagator {self.name!r} needs the model's output Jacobian (a linearization), which this "
@@ -176,10 +191,10 @@ COARSE_PROPAGATORS: dict[str, Propagator] = {
     for p in (
         Propagator("union", union),
         Propagator("split", split),
-        Propagator("gauss-newton", gauss_newton, needs_linearization=True, plain_sgd=True),
-        Propagator("naive", all_data_step, alpha_growth=1.0),
-        Propagator("solver1", all_data_step, alpha_growth=2.0),
-        Propagator("solver2", level_step, alpha_growth=2.0),
+        Propagator("gauss-newton", gauss_newton, needs_linearization=True, plain_sgd=True, schedules=False),
+        Propagator("naive", all_data_step, alpha_growth=1.0, schedules=False),
+        Propagator("solver1", all_data_step, alpha_growth=2.0, schedules=False),
+        Propagator("solver2", level_step, alpha_growth=2.0, schedules=False),
     )
 }
 # the learning-rate growth per doubling of the spacing of the paper's propagators (None: not one of them)

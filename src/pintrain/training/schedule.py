@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import check_int
+from ..errors import OptionError, check_int
 
 
 class Schedule:
@@ -15,7 +15,8 @@ class Schedule:
     Step k belongs to epoch ``k // steps_per_epoch`` and takes batch ``k % steps_per_epoch`` of that
     epoch's permutation (``numpy.random.default_rng((seed, epoch))``), so any process can compute
     any step's batch without communication, in any order.  An epoch has
-    ``n_samples // batch_size`` steps (the remainder is dropped, so every batch has the same size).
+    ``n_samples // batch_size`` steps (the remainder is dropped, so every batch has the same size, as
+    a ``DataLoader(..., drop_last=True)``; :class:`GivenBatches` takes any order of equal batches).
     ``batch_size=None`` (or >= n_samples) is full-batch training: every step sees every sample,
     in the original order.  ``shuffle=False`` keeps the original order in every epoch, and
     ``offset`` shifts the whole sequence: step k takes what step ``k + offset`` would (with batch
@@ -36,6 +37,10 @@ class Schedule:
             check_int("batch_size", batch_size, 1, ", or None for full batch")
         check_int("seed", seed, 0)
         check_int("offset", offset, 0)
+        if batch_size is not None and batch_size > n_samples:
+            raise OptionError(
+                "batch_size", batch_size, f"at most the number of samples, {n_samples} (or None for full batch)"
+            )
         self.n_samples = int(n_samples)
         self.full_batch = batch_size is None or batch_size >= n_samples
         self.batch_size = self.n_samples if batch_size is None or self.full_batch else int(batch_size)
@@ -89,6 +94,66 @@ class Schedule:
             "seed": self.seed,
             "shuffle": self.shuffle,
             "offset": self.offset,
+            "dropped_per_epoch": self.n_samples - self.steps_per_epoch * self.batch_size,
+        }
+
+
+class GivenBatches(Schedule):
+    """The user's own batch order: row k of ``batches`` (steps x batch size, sample indices) is the
+    batch of step k, e.g. the index lists a ``DataLoader``'s sampler yields, written down once so
+    that every step's data is fixed in advance.  All batches must have the same size."""
+
+    def __init__(self, n_samples: int, batches: object) -> None:
+        check_int("n_samples", n_samples, 1)
+        try:
+            rows = [np.asarray(b, dtype=np.int64).reshape(-1) for b in batches]  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            raise OptionError("batches", type(batches).__name__, "a sequence of index batches, one per step") from None
+        sizes = {r.size for r in rows}
+        if not rows or len(sizes) != 1 or 0 in sizes:
+            raise OptionError(
+                "batches",
+                f"{len(rows)} batches of sizes {sorted(sizes)[:4]}",
+                "one or more batches, all of the same size > 0 (drop the last, smaller one)",
+            )
+        order = np.stack(rows)
+        if order.min() < 0 or order.max() >= n_samples:
+            raise OptionError("batches", "indices out of range", f"sample indices in 0 .. {n_samples - 1}")
+        self.n_samples = int(n_samples)
+        self.full_batch = False
+        self.batch_size = int(order.shape[1])
+        self.steps_per_epoch = int(order.shape[0])
+        self.seed, self.shuffle, self.offset = 0, False, 0
+        self.order = order
+
+    def _need(self, last: int) -> None:
+        if last >= self.order.shape[0]:
+            raise OptionError("batches", f"{self.order.shape[0]} batches", f"one batch per step, {last + 1} at least")
+
+    def batch(self, k: int) -> np.ndarray:
+        if k < 0:
+            raise IndexError(f"step {k} is negative")
+        self._need(int(k))
+        return self.order[int(k)]
+
+    def batches(self, ks: np.ndarray, m: int = 1) -> np.ndarray:
+        ks = np.asarray(ks, dtype=np.int64).reshape(-1)
+        steps = ks[:, None] + np.arange(m)[None, :]
+        self._need(int(steps.max(initial=0)))
+        return self.order[steps].reshape(ks.size, m * self.batch_size)
+
+    def table(self, n_steps: int) -> np.ndarray:
+        self._need(int(n_steps) - 1)
+        return self.order[:n_steps].copy()
+
+    def describe(self) -> dict:
+        return {
+            "n_samples": self.n_samples,
+            "batch_size": self.batch_size,
+            "full_batch": False,
+            "given": True,
+            "steps_given": int(self.order.shape[0]),
+            "shuffle": False,
         }
 
 
