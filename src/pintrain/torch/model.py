@@ -21,6 +21,7 @@ from torch.func import functional_call, grad, vmap
 from ..arrays import ArrayOps
 from ..errors import OptionError, PintrainError, check_int
 from ..training.model import Batches
+from .recurrent import unroll
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -185,7 +186,13 @@ class TorchModel:
             if data.is_floating_point() and not torch.isfinite(data).all():
                 raise OptionError(label, "data with NaN/inf", "finite values")
         self.dtype = dtype
-        self.module = copy.deepcopy(module).to(device=self.device, dtype=dtype)
+        # the module as the user gave it (for the trained copies handed back), and the one stepped:
+        # the same with GRU/LSTM layers written out in operations that torch.func can batch
+        self.original = copy.deepcopy(module).to(device=self.device, dtype=dtype)
+        try:
+            self.module, self.unrolled = unroll(copy.deepcopy(self.original))
+        except ValueError as err:
+            raise UnsupportedModel(str(err)) from None
         self.loss_fn = loss_fn
         self.max_batch_samples = int(max_batch_samples)
         self.test_data = test_data
@@ -318,8 +325,8 @@ class TorchModel:
 
     # -- results -------------------------------------------------------------------------------
     def module_at(self, w: torch.Tensor) -> nn.Module:
-        """A copy of the module with the flat weights ``w``."""
-        out = copy.deepcopy(self.module)
+        """A copy of the user's module with the flat weights ``w``."""
+        out = copy.deepcopy(self.original)
         with torch.no_grad():
             for name, value in self.unflatten(w).items():
                 out.get_parameter(name).copy_(value)
