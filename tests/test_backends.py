@@ -46,13 +46,22 @@ def both_backends(optimizer, coarse="union", steps=64, batch_size=8):
     w0 = torch.cat([p.detach().reshape(-1) for p in module.parameters()]).numpy()
     net = MLP((1, 8, 1), hidden="tanh", output="identity", bias=True, loss="mse")
     schedule = Schedule(X.shape[0], batch_size, seed=3)
-    numpy_problem = TrainingProblem(NumpyModel(net, X, Y, w0), schedule, optimizer, steps, coarse)
+    numpy_problem = TrainingProblem(NumpyModel(net, X, Y, w0), schedule, optimizer, steps, coarse, max_ratio=4)
 
     def half_mse(out, y):  # the numpy MLP's "mse": 1/2 the mean squared error
         return 0.5 * ((out - y) ** 2).mean()
 
     torch_problem = TorchProblem(
-        module, half_mse, X, Y, steps=steps, batch_size=batch_size, optimizer=optimizer, seed=3, coarse=coarse
+        module,
+        half_mse,
+        X,
+        Y,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        seed=3,
+        coarse=coarse,
+        max_ratio=4,
     )
     return numpy_problem, torch_problem
 

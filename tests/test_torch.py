@@ -226,7 +226,7 @@ def test_divergence_names_the_level_and_suggests_split():
     torch.manual_seed(1)
     kw = {"steps": 256, "batch_size": 16, "lr": 0.02, "levels": 3, "cfactor": 4}
     with pytest.raises(DivergenceError, match="on level 2.*coarse='split'"):
-        fit(nn.Linear(6, 1).double(), nn.MSELoss(), X, y, **kw)
+        fit(nn.Linear(6, 1).double(), nn.MSELoss(), X, y, coarse="union", **kw)
     res = fit(nn.Linear(6, 1).double(), nn.MSELoss(), X, y, coarse="split", max_ratio=2, **kw)
     assert res.solver.converged
 

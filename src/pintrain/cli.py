@@ -197,7 +197,7 @@ def problem_from_args(args: argparse.Namespace):
         from .training import model_problem
 
         return model_problem(args.problem, **kwargs)
-    if kwargs.get("coarse", "union") not in TORCH_COARSE:
+    if kwargs.get("coarse", "split") not in TORCH_COARSE:
         raise PintrainError(
             f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'"
         )
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--coarse",
         choices=list(COARSE_PROPAGATORS),
         default=None,
-        help="coarse propagator (default gauss-newton; paper1/2: solver1; digits: union). naive, solver1, "
+        help="coarse propagator (default gauss-newton; paper1/2: solver1; digits: split). naive, solver1, "
         "solver2: Schroder 2017's one step with a learning rate growing by level",
     )
     pt.add_argument("--alpha-growth", type=float, default=None, help="solver1/2: growth per level (default 2)")
@@ -416,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper1/2: all examples every step, or one example per step (default: serialized for solver2)",
     )
     pt.add_argument("--examples", type=int, default=None, help="paper2: number of training examples (500)")
-    pt.add_argument("--max-ratio", type=int, default=None, help="split: longest sub-step in fine steps (default 4)")
+    pt.add_argument(
+        "--max-ratio", type=int, default=None, help="split: longest sub-interval in fine steps (default 4; digits 2)"
+    )
     pt.add_argument(
         "--coarse-sample",
         dest="sample",
