@@ -155,3 +155,22 @@ def test_what_cannot_be_scheduled_is_refused():
     q = type(p)(p.model, p.schedule, p.optimizer, 64, "union", lr_schedule=lambda k: 0.05 / (1 + k / 32))
     res = solve(q, levels=2, cfactor=4, tol=1e-10)
     assert res.converged and np.abs(res.states - serial_solve(q)).max() < 1e-8
+
+
+def test_a_lean_serial_run_keeps_what_is_asked_for():
+    X, y = data()
+    kw = {"steps": 100, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "seed": 3}
+    full = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    lean = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", keep="final", **kw)
+    np.testing.assert_array_equal(lean.points, [0, 100])
+    np.testing.assert_array_equal(lean.states, full.states[[0, 100]])  # the same loop, two rows kept
+    np.testing.assert_array_equal(lean.losses, full.losses)  # the loop's own batch losses, no second pass
+    assert full.losses.shape == (100,)
+    np.testing.assert_allclose(full.losses, full.problem.step_losses(full.states), rtol=1e-12)
+    ckpt = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", keep=30, **kw)
+    np.testing.assert_array_equal(ckpt.points, [0, 30, 60, 90, 100])
+    np.testing.assert_array_equal(ckpt.states, full.states[ckpt.points])
+    mg = fit(net(), nn.CrossEntropyLoss(), X, y, keep=30, levels=2, tol=1e-10, **kw)
+    assert mg.states.shape[0] == 5 and np.abs(mg.states - full.states[mg.points]).max() < 1e-8
+    with pytest.raises(OptionError, match="keep"):
+        fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", keep="some", **kw)

@@ -17,32 +17,45 @@ from .mgrit.comm import resolve
 class TrainingRun:
     """One training run: the state after every step, the time, and the solver's result (MGRIT).
 
-    ``losses`` (the whole-training-set loss at every state) and ``step_losses`` (the loss of each
-    step's batch before the step, what a training loop logs) are computed when first asked for."""
+    ``points``: the fine points whose states ``states`` holds (all, or the ones ``keep`` asked
+    for).  ``losses`` (the whole-training-set loss at each kept state) and ``step_losses`` (the loss
+    of each step's batch before the step, what a training loop logs; the loop's own record for a
+    serial run of the torch backend) are computed when first asked for."""
 
     def __init__(
-        self, method: str, states: np.ndarray, wall_s: float, problem: Any, solver: Result | None = None
+        self,
+        method: str,
+        states: np.ndarray,
+        wall_s: float,
+        problem: Any,
+        solver: Result | None = None,
+        points: np.ndarray | None = None,
+        step_losses: np.ndarray | None = None,
     ) -> None:
         self.method = method
         self.states = states
         self.wall_s = wall_s
         self.problem = problem
         self.solver = solver
+        self.points = np.arange(states.shape[0]) if points is None else points
+        self._step_losses = step_losses
         self._losses: np.ndarray | None = None
 
     @property
     def whole(self) -> bool:
-        """Whether ``states`` holds the whole trajectory (not one MPI rank's block)."""
+        """Whether ``states`` holds the whole trajectory (not one MPI rank's block, not a subset)."""
         first = 0 if self.solver is None else self.solver.first_index
         return first == 0 and self.states.shape[0] == self.problem.n_steps + 1
 
     @property
     def losses(self) -> np.ndarray:
         if self._losses is None:
-            self._losses = self.problem.losses(self.states) if self.whole else np.empty(0)
+            self._losses = self.problem.losses(self.states) if self.points[0] == 0 else np.empty(0)
         return self._losses
 
     def step_losses(self) -> np.ndarray:
+        if self._step_losses is not None:
+            return self._step_losses
         return self.problem.step_losses(self.states) if self.whole else np.empty(0)
 
     @property
@@ -61,8 +74,13 @@ def train(
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
     allow_unconverged: bool = False,
+    keep: Any = "all",
 ) -> TrainingRun:
     """Train ``problem`` with ``method="serial"`` (a loop of steps) or ``"mgrit"`` (``options``).
+
+    ``keep``: the states the run returns: ``"all"``, ``"final"`` (the initial and the last: a
+    serial run then takes memory independent of the number of steps) or an int K (every K-th, and
+    the last: checkpoints).  MGRIT itself holds every point of the fine level while it solves.
 
     An MGRIT solve that stops above its tolerance raises :class:`~pintrain.errors.NotConvergedError`
     (its ``result`` is this run) unless ``allow_unconverged=True``: an unconverged answer never
@@ -75,13 +93,18 @@ def train(
     run has the losses; the other ranks' runs hold their own blocks and no losses.
     """
     if method == "serial":
+        points = problem.kept_points(keep)  # checked before the work
         t0 = time.perf_counter()
-        states = problem.serial_states()
-        return TrainingRun("serial", states, time.perf_counter() - t0, problem)
+        points, states, step_losses = problem.serial_run(keep)
+        return TrainingRun("serial", states, time.perf_counter() - t0, problem, None, points, step_losses)
     if method != "mgrit":
         raise OptionError("method", method, '"serial" or "mgrit"')
     res = solve(problem, options=options or SolverOptions(), callback=callback, comm=comm, gather=True)
     run = TrainingRun("mgrit", res.states, res.wall_s, problem, res)
+    if keep != "all" and run.whole:
+        step_losses = run.step_losses()
+        points = problem.kept_points(keep)
+        run = TrainingRun("mgrit", res.states[points], res.wall_s, problem, res, points, step_losses)
     if not res.converged and not allow_unconverged:
         raise not_converged(res, run)
     return run

@@ -37,6 +37,7 @@ class FitResult:
     wall_s: float
     method: str
     problem: TorchProblem
+    points: np.ndarray | None = None  # the steps whose states ``states`` holds (None: all)
 
     @property
     def final_weights(self) -> torch.Tensor:
@@ -71,6 +72,7 @@ def fit(
     lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     lr_schedule: Any = None,
     clip_grad_norm: float | None = None,
+    keep: Any = "all",
     options: SolverOptions | None = None,
     callback: Callable[[int, float], None] | None = None,
     comm: Any = None,
@@ -102,6 +104,9 @@ def fit(
     batch per step (e.g. ``list(torch.utils.data.BatchSampler(sampler, 32, drop_last=True))`` over
     the epochs), instead of pintrain's seeded shuffle, which drops each epoch's remainder as
     ``drop_last=True`` does.  A ``batch_size`` above the number of samples is refused.
+    ``keep="final"`` (or an int K: every K-th state, checkpoints) returns only those states, and makes
+    ``method="serial"`` the plain loop with memory independent of ``steps`` (the losses are the
+    loop's own, no second pass); ``FitResult.points`` names the steps kept.
     ``device`` ("cuda", "mps", ...; default the CPU) holds the data, the steps and the solver's
     level arrays (serial training runs there too); the states come back as numpy arrays, the model
     on that device.
@@ -133,9 +138,11 @@ def fit(
     )
     if method == "mgrit" and options is None:
         options = SolverOptions(levels=levels, cfactor=cfactor, tol=tol)
-    run = train(problem, method, options, callback, comm=comm, allow_unconverged=True)
+    run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)
     final = run.states[-1] if run.solver is None else run.solver.final_state
-    out = FitResult(problem.model_at(final), run.step_losses(), run.states, run.solver, run.wall_s, method, problem)
+    out = FitResult(
+        problem.model_at(final), run.step_losses(), run.states, run.solver, run.wall_s, method, problem, run.points
+    )
     if run.solver is not None and not run.solver.converged and not allow_unconverged:
         err: NotConvergedError = not_converged(run.solver, out)
         raise err

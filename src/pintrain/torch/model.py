@@ -267,7 +267,22 @@ class TorchModel:
         return out if batches.weight == 1.0 else batches.weight * out
 
     def gradient(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        if W.shape[0] == 1:  # one row (the coarsest level's sequential solve): plain autograd, half the cost of vmap
+            return self._gradient_one_row(W, batches)
         return self._eval(W, batches, self._grad_shared, self._grad_one, self._grad_union)
+
+    def _gradient_one_row(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        with torch.enable_grad():
+            w = W[0].detach().requires_grad_(True)
+            if batches.idx is None:
+                loss = self._loss_one(w, self.X, self.y)
+            else:
+                ix = self.ops.index(batches.idx[0])
+                xb, yb = self.X[ix], self.y[ix]
+                loss = self._loss_one(w, xb, yb) if batches.r == 1 else self._loss_union(w, xb, yb, batches.r)
+            (g,) = torch.autograd.grad(loss, w)
+        g = g[None]
+        return g if batches.weight == 1.0 else batches.weight * g
 
     def loss(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         return self._eval(W, batches, self._loss_shared, self._loss_many, self._loss_unions)
@@ -285,43 +300,54 @@ class TorchModel:
         }
 
     # -- the reference: the user's own loop -------------------------------------------------------
-    def serial_states(
+    def serial_run(
         self,
         optimizer: Any,
         table: np.ndarray | None,
         n_steps: int,
         lrs: np.ndarray | None = None,
         clip_grad_norm: float | None = None,
-    ) -> np.ndarray:
+        keep: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Serial training the usual way: a copy of the module, ``torch.optim``, ``loss.backward()``,
         (``clip_grad_norm_``), ``opt.step()`` for every step (batch ``table[k]``, all samples if None;
-        learning rate ``lrs[k]``, as a scheduler would have set it); returns the state after every
-        step as rows (weights and optimizer state packed as in the evolution), row 0 the initial."""
+        learning rate ``lrs[k]``, as a scheduler would have set it).  Returns the states after the
+        steps in ``keep`` (sorted fine points; None: all, 0 .. n_steps) as rows, packed as the
+        evolution's (weights, optimizer slots, step), and the loss of every step's batch as the loop
+        computed it.  Memory: the kept states and n_steps losses, no more."""
         model = copy.deepcopy(self.module)
         params = [model.get_parameter(name) for name in self.names]
         opt = optimizer.torch_optimizer(params)
         u0 = self.ops.to_numpy(optimizer.init(self.w0, self.ops))
-        out = np.empty((n_steps + 1, u0.size), dtype=u0.dtype)
-        out[0] = u0
+        points = np.arange(n_steps + 1) if keep is None else np.asarray(keep, dtype=np.int64)
+        out = np.empty((points.size, u0.size), dtype=u0.dtype)
+        row = 0
+        if points.size and points[0] == 0:
+            out[0], row = u0, 1
+        losses = torch.empty(n_steps, dtype=self.dtype, device=self.device)
         rows = None if table is None else self.ops.index(table)
         for k in range(n_steps):
             xb, yb = (self.X, self.y) if rows is None else (self.X[rows[k]], self.y[rows[k]])
             opt.zero_grad(set_to_none=True)
-            self.loss_fn(model(xb), yb).backward()
+            loss = self.loss_fn(model(xb), yb)
+            loss.backward()
+            losses[k] = loss.detach()  # no synchronisation per step
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             if lrs is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lrs[k])
             opt.step()
-            with torch.no_grad():
-                parts = [torch.cat([p.reshape(-1) for p in params])]
-                for slot in optimizer.torch_slots:
-                    parts.append(torch.cat([opt.state[p][slot].reshape(-1) for p in params]))
-                if optimizer.counts_steps:
-                    parts.append(torch.tensor([float(k + 1)], dtype=self.dtype, device=self.device))
-                out[k + 1] = self.ops.to_numpy(torch.cat(parts))
-        return out
+            if row < points.size and points[row] == k + 1:
+                with torch.no_grad():
+                    parts = [torch.cat([p.reshape(-1) for p in params])]
+                    for slot in optimizer.torch_slots:
+                        parts.append(torch.cat([opt.state[p][slot].reshape(-1) for p in params]))
+                    if optimizer.counts_steps:
+                        parts.append(torch.tensor([float(k + 1)], dtype=self.dtype, device=self.device))
+                    out[row] = self.ops.to_numpy(torch.cat(parts))
+                row += 1
+        return out, self.ops.to_numpy(losses).astype(np.float64)
 
     # -- results -------------------------------------------------------------------------------
     def module_at(self, w: torch.Tensor) -> nn.Module:

@@ -71,17 +71,19 @@ class Linearizable(Protocol):
 class HasSerialLoop(Protocol):
     """A model whose framework has its own training loop, the reference that MGRIT must match."""
 
-    def serial_states(
+    def serial_run(
         self,
         optimizer: Any,
         table: np.ndarray | None,
         n_steps: int,
         lrs: np.ndarray | None = None,
         clip_grad_norm: float | None = None,
-    ) -> np.ndarray:
-        """The states (weights and optimizer slots, packed as the evolution's) after every step:
-        step k on the batch ``table[k]`` (all samples if None) with learning rate ``lrs[k]`` (the
-        optimizer's if None), its gradient clipped to ``clip_grad_norm``."""
+        keep: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The states (weights and optimizer slots, packed as the evolution's) after the steps in
+        ``keep`` (all if None), and every step's batch loss: step k on the batch ``table[k]`` (all
+        samples if None) with learning rate ``lrs[k]`` (the optimizer's if None), its gradient
+        clipped to ``clip_grad_norm``."""
         ...
 
 

@@ -229,12 +229,41 @@ class TrainingProblem:
     def serial_states(self) -> np.ndarray:
         """Serial training, every step's state as a row: the model framework's own loop where it has one
         (torch: ``loss.backward(); opt.step()``), else the loop of fine steps."""
+        return self.serial_run("all")[1]
+
+    def kept_points(self, keep: Any) -> np.ndarray:
+        """The fine points whose states a run keeps: ``"all"`` (0 .. N), ``"final"`` (0 and N), or an
+        int K (every K-th point, and N): checkpoints."""
+        n = self.n_steps
+        if keep == "all":
+            return np.arange(n + 1)
+        if keep == "final":
+            return np.array([0, n])
+        check_int("keep", keep, 1, ' (every K-th state), or "all" or "final"')
+        return np.unique(np.append(np.arange(0, n + 1, int(keep)), n))
+
+    def serial_run(self, keep: Any = "all") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Serial training, keeping only the states of :meth:`kept_points` (memory independent of N
+        with ``keep="final"``): ``(points, states, step_losses)``, the batch losses as the loop saw
+        them (the framework's loop), or None (the loop of fine steps, which computes no loss)."""
+        points = self.kept_points(keep)
         if isinstance(self.model, HasSerialLoop):
             table = None if self.schedule.full_batch else self.table
-            return self.model.serial_states(self.optimizer, table, self.n_steps, self.lrs, self.clip_grad_norm)
-        from ..mgrit import serial_solve
-
-        return serial_solve(self)
+            states, losses = self.model.serial_run(
+                self.optimizer, table, self.n_steps, self.lrs, self.clip_grad_norm, points
+            )
+            return points, states, losses
+        u = self.initial()
+        out = np.empty((points.size, u.size), dtype=u.dtype)
+        row = 0
+        if points[0] == 0:
+            out[0], row = u, 1
+        for k in range(self.n_steps):
+            u = self.step(u, k, 1)
+            if row < points.size and points[row] == k + 1:
+                out[row] = u
+                row += 1
+        return points, out, None
 
     def weights(self, states: np.ndarray) -> np.ndarray:
         """The weights part of a state (or of rows of states)."""
