@@ -267,7 +267,9 @@ class TorchModel:
         return out if batches.weight == 1.0 else batches.weight * out
 
     def gradient(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
-        if W.shape[0] == 1:  # one row (the coarsest level's sequential solve): plain autograd, half the cost of vmap
+        if W.shape[0] == 1 and batches.r == 1:
+            # one row of one batch (the coarsest level's sequential solve): plain autograd costs a third
+            # of vmap's call on a GPU, half on a CPU; over r > 1 batches it was slower (measured)
             return self._gradient_one_row(W, batches)
         return self._eval(W, batches, self._grad_shared, self._grad_one, self._grad_union)
 
@@ -279,7 +281,7 @@ class TorchModel:
             else:
                 ix = self.ops.index(batches.idx[0])
                 xb, yb = self.X[ix], self.y[ix]
-                loss = self._loss_one(w, xb, yb) if batches.r == 1 else self._loss_union(w, xb, yb, batches.r)
+                loss = self._loss_one(w, xb, yb)
             (g,) = torch.autograd.grad(loss, w)
         g = g[None]
         return g if batches.weight == 1.0 else batches.weight * g
