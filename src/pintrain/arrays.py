@@ -37,8 +37,6 @@ class ArrayOps(Protocol):
 
     def zeros(self, shape: tuple[int, ...], like: Any) -> Any: ...
 
-    def copy(self, x: Any) -> Any: ...
-
     def index(self, js: np.ndarray) -> Any:
         """Integer row indices (numpy) as an index for this backend's arrays."""
         ...
@@ -114,9 +112,6 @@ class NumpyOps:
 
     def zeros(self, shape: tuple[int, ...], like: np.ndarray) -> np.ndarray:
         return np.zeros(shape, dtype=like.dtype)
-
-    def copy(self, x: np.ndarray) -> np.ndarray:
-        return x.copy()
 
     def index(self, js: np.ndarray) -> np.ndarray:
         return js

@@ -55,9 +55,6 @@ class TorchOps:
     def zeros(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
-    def copy(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
     def index(self, js: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(js, dtype=np.int64))
         return t if self.cpu else t.to(self.device)
@@ -104,9 +101,6 @@ class TorchOps:
         from ..errors import available_memory
 
         return available_memory()
-
-
-TORCH = TorchOps()  # the CPU
 
 
 def check_module(model: Any) -> None:

@@ -146,8 +146,8 @@ class TrainingProblem:
         ``min(1, max_norm / (|g| + 1e-6))`` (unchanged without clipping)."""
         if self.clip_grad_norm is None:
             return G
-        norms = self.ops.to_numpy((G * G).sum(1) ** 0.5) if self.ops.name != "numpy" else np.sqrt((G * G).sum(1))
-        coef = np.minimum(self.clip_grad_norm / (np.asarray(norms, dtype=np.float64) + 1e-6), 1.0)
+        norms = np.asarray(self.ops.to_numpy((G * G).sum(1) ** 0.5), dtype=np.float64)
+        coef = np.minimum(self.clip_grad_norm / (norms + 1e-6), 1.0)
         return G * self.ops.column(coef, G)
 
     def step(self, u: Any, k: int, m: int) -> Any:
