@@ -128,3 +128,33 @@ def test_mgrit_with_sampled_coarse_steps_still_reaches_serial():
 def test_bad_coarse_options_are_refused(options, text):
     with pytest.raises(OptionError, match=text):
         model_problem("sine", steps=64, **options)
+
+
+@pytest.mark.parametrize("name", ["sine-union", "sine-split", "paper2-solver1", "xor-gauss-newton"])
+@pytest.mark.parametrize("m", [1, 4])
+def test_a_step_in_passes_equals_one_pass_bitwise(name, m, monkeypatch):
+    """Batched steps take their rows in cache-sized passes (``ops.pass_bytes``): the same rows either way."""
+    problem = PROBLEMS[name]
+    u0 = problem.initial()
+    rng = np.random.default_rng(5)
+    U = u0[None, :] + 0.1 * rng.standard_normal((37, u0.size))
+    ks = rng.integers(0, problem.n_steps - m + 1, size=37)
+    whole = problem.step_many(U, ks, m)
+    monkeypatch.setattr(type(problem.ops), "pass_bytes", 5 * u0.size * u0.itemsize)  # passes of 5 rows
+    np.testing.assert_array_equal(problem.step_many(U, ks, m), whole)
+
+
+def test_a_torch_step_in_passes_equals_one_pass_bitwise(monkeypatch):
+    pytest.importorskip("torch")
+    from pintrain.torch.digits import digits_problem
+
+    for optimizer in ("adam", "nesterov"):
+        p = digits_problem("digits-mlp", steps=500, optimizer=optimizer, coarse="split")
+        u0 = np.asarray(p.initial())
+        U = u0[None, :] + 0.01 * np.random.default_rng(0).standard_normal((50, u0.size))
+        for m in (1, 8):
+            ks = np.arange(50) * m
+            whole = p.step_many(p.ops.asarray(U), ks, m)
+            monkeypatch.setattr(p.ops, "pass_bytes", 7 * u0.size * 8)  # passes of 7 rows
+            np.testing.assert_array_equal(p.ops.to_numpy(p.step_many(p.ops.asarray(U), ks, m)), p.ops.to_numpy(whole))
+            monkeypatch.undo()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..arrays import ArrayOps
+from ..arrays import CPU_PASS_BYTES, ArrayOps
 from ..errors import OptionError, PintrainError, check_int
 from ..training.model import Batches
 from .recurrent import unroll
@@ -38,6 +38,8 @@ class TorchOps:
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.cpu = self.device.type == "cpu"
+        # a GPU wants its batches whole (no caches to fit, a launch per pass); a CPU in cache-sized passes
+        self.pass_bytes = CPU_PASS_BYTES if self.cpu else 1 << 40
 
     def asarray(self, U: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(U))

@@ -126,11 +126,24 @@ class TrainingProblem:
     def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
         ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         if self.ops is NUMPY:  # numpy states need no conversion (a lone step of a small network is all overhead)
-            return self._step(U, ks, m)
+            return self._passes(U, ks, m)
         with self.ops.no_grad():
             if not isinstance(U, np.ndarray):  # the solver's levels hold the backend's arrays already
-                return self._step(U, ks, m)
-            return self.ops.to_numpy(self._step(self.ops.asarray(U), ks, m))
+                return self._passes(U, ks, m)
+            return self.ops.to_numpy(self._passes(self.ops.asarray(U), ks, m))
+
+    def _passes(self, S: Any, ks: np.ndarray, m: int) -> Any:
+        """The step of every row, in passes of at most ``ops.pass_bytes`` of states (see
+        :attr:`~pintrain.arrays.ArrayOps.pass_bytes`), written into one output."""
+        rows = max(2, self.ops.pass_bytes // max(1, S.shape[1] * S.dtype.itemsize))
+        n = S.shape[0] // rows  # near-equal passes of rows..2 rows: never a lone row, which a model may
+        if n <= 1:  # step by another path (plain autograd for one row: other rounding)
+            return self._step(S, ks, m)
+        out = self.ops.empty(S.shape, S)
+        cuts = [S.shape[0] * i // n for i in range(n + 1)]
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            out[a:b] = self._step(S[a:b], ks[a:b], m)
+        return out
 
     def _step(self, S: Any, ks: np.ndarray, m: int) -> Any:
         if m > 1:
