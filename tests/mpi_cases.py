@@ -40,6 +40,10 @@ CASES = {
     "fine-nan-at-400": (lambda: FineNaN(1024, lam=-1.0), {"levels": 3, "cfactor": 4}),
     "torch-mlp-adam": (lambda: _torch_problem("adam", 0.01), {"levels": 3, "cfactor": 4, "tol": 1e-10}),
 }
+# C-point storage: the same cases keeping only C-points (the answer at the kept points is full storage's)
+for _name in ("dahlquist-uneven", "heat-cflist-F-Fcycle", "heat-nested", "torch-mlp-adam"):
+    _make, _opts = CASES[_name]
+    CASES[_name + "-cpoints"] = (_make, {**_opts, "storage": "c-points"})
 
 
 def _torch_problem(optimizer, lr):

@@ -67,6 +67,7 @@ def main():
                 "converged": res.converged,
                 "states": np.asarray(res.states).tolist(),
                 "first_index": res.first_index,
+                "points": None if res.points is None else res.points.tolist(),
                 "final_on_every_rank": final,
                 "ranks": res.ranks,
             }

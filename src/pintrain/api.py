@@ -12,6 +12,7 @@ import numpy as np
 from .errors import DivergenceError, NotConvergedError, OptionError
 from .mgrit import Result, SolverOptions, solve
 from .mgrit.comm import resolve
+from .mgrit.hierarchy import Hierarchy
 
 
 class TrainingRun:
@@ -80,7 +81,9 @@ def train(
 
     ``keep``: the states the run returns: ``"all"``, ``"final"`` (the initial and the last: a
     serial run then takes memory independent of the number of steps) or an int K (every K-th, and
-    the last: checkpoints).  MGRIT itself holds every point of the fine level while it solves.
+    the last: checkpoints).  MGRIT itself holds every point of the fine level while it solves,
+    unless ``options.storage == "c-points"``: it then holds and returns the fine C-points and the
+    last point (``"all"`` means those; K must be a multiple of the fine cfactor).
 
     An MGRIT solve that stops above its tolerance raises :class:`~pintrain.errors.NotConvergedError`
     (its ``result`` is this run) unless ``allow_unconverged=True``: an unconverged answer never
@@ -99,9 +102,21 @@ def train(
         return TrainingRun("serial", states, time.perf_counter() - t0, problem, None, points, step_losses)
     if method != "mgrit":
         raise OptionError("method", method, '"serial" or "mgrit"')
-    res = solve(problem, options=options or SolverOptions(), callback=callback, comm=comm, gather=True)
-    run = TrainingRun("mgrit", res.states, res.wall_s, problem, res)
-    if keep != "all" and run.whole:
+    options = options or SolverOptions()
+    c_points = options.storage == "c-points"
+    if c_points and keep not in ("all", "final"):
+        problem.kept_points(keep)  # checked before the work
+        cf = options.cfactor_at(0)
+        if len(Hierarchy(problem.n_steps, options)) > 1 and keep % cf:
+            want = f'"all", "final" or a multiple of the fine cfactor {cf} (storage="c-points")'
+            raise OptionError("keep", keep, want)
+    res = solve(problem, options=options, callback=callback, comm=comm, gather=True)
+    run = TrainingRun("mgrit", res.states, res.wall_s, problem, res, res.points)
+    if keep != "all" and res.points is not None and res.first_index == 0 and res.rank == 0:
+        points = problem.kept_points(keep)
+        rows = np.searchsorted(res.points, points)
+        run = TrainingRun("mgrit", res.states[rows], res.wall_s, problem, res, points)
+    elif keep != "all" and run.whole:
         step_losses = run.step_losses()
         points = problem.kept_points(keep)
         run = TrainingRun("mgrit", res.states[points], res.wall_s, problem, res, points, step_losses)
@@ -145,6 +160,7 @@ class MgritSummary(RunSummary):
     converged: bool = False
     stalled: bool = False
     propagator_applications: list[int] = field(default_factory=list)
+    points: list[int] | None = None  # the fine points of ``losses`` (storage="c-points"); None: all
 
 
 @dataclass
@@ -265,7 +281,8 @@ def compare(
         return out
     res = mgrit.solver
     assert res is not None
-    diff = np.abs(mgrit.states - serial.states)
+    at = slice(None) if res.points is None else res.points  # storage="c-points": the points MGRIT kept
+    diff = np.abs(mgrit.states - serial.states[at])
     out.hierarchy = res.hierarchy
     out.mgrit = MgritSummary(
         losses=mgrit.losses.tolist(),
@@ -278,8 +295,9 @@ def compare(
         converged=res.converged,
         stalled=res.stalled,
         propagator_applications=res.step_counts,
+        points=None if res.points is None else res.points.tolist(),
     )
     out.max_abs_diff = float(diff.max())
     out.max_abs_diff_final = float(diff[-1].max())
-    out.max_abs_loss_diff = float(np.abs(mgrit.losses - serial.losses).max())
+    out.max_abs_loss_diff = float(np.abs(mgrit.losses - serial.losses[at]).max())
     return out

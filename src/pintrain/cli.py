@@ -24,7 +24,9 @@ from .training.propagators import COARSE_PROPAGATORS
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
-def add_solver_arguments(p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float) -> None:
+def add_solver_arguments(
+    p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float, memory: bool = True
+) -> None:
     g = p.add_argument_group("MGRIT solver")
     g.add_argument("--levels", type=int, default=levels, help=f"maximum number of time grids (default {levels})")
     g.add_argument(
@@ -52,6 +54,15 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, levels: int, cfactor: st
         default="initial",
         help="initial value of every point but 0: a copy of w_0, or zero as the paper (default initial)",
     )
+    g.add_argument(
+        "--storage",
+        choices=["full", "c-points"],
+        default="full",
+        help="keep every point, or only the C-points of each level (about N/cfactor states; F-points are "
+        "recomputed; the same answer at the C-points) (default full)",
+    )
+    if memory:
+        g.add_argument("--memory", action="store_true", help="print the hierarchy and memory estimate, and stop")
 
 
 def options_from_args(args: argparse.Namespace) -> SolverOptions:
@@ -73,6 +84,7 @@ def options_from_args(args: argparse.Namespace) -> SolverOptions:
         min_coarse=args.min_coarse,
         max_coarse=args.max_coarse,
         guess=args.guess,
+        storage=args.storage,
     )
 
 
@@ -98,11 +110,14 @@ def write_json(path: Path | None, record: dict) -> None:
     print(f"wrote {path}")
 
 
-def memory_line(n_steps: int, state_size: int, opts: SolverOptions) -> str:
+def memory_line(n_steps: int, u0: np.ndarray, opts: SolverOptions) -> str:
     """The memory estimate printed before a run (what the solver checks against the free memory)."""
-    levels = Hierarchy(n_steps, opts).memory_bytes(state_size)
-    serial = (n_steps + 1) * state_size * 8
-    return f"memory: about {gib(levels)} for MGRIT's level arrays, {gib(serial)} for the serial reference's states"
+    levels = Hierarchy(n_steps, opts).memory_bytes(u0.size, u0.dtype.itemsize, opts.storage)
+    serial = (n_steps + 1) * u0.size * u0.dtype.itemsize
+    return (
+        f"memory: about {gib(levels)} for MGRIT's level arrays ({opts.storage} storage), {gib(serial)} for the "
+        "serial reference's states"
+    )
 
 
 # -- pintrain solve ---------------------------------------------------------------------------
@@ -116,15 +131,17 @@ def cmd_solve(args: argparse.Namespace) -> int:
         problem = Heat1D(args.steps, nx=args.nx, t_stop=args.t_stop, forcing=Heat1D.manufactured)
     else:
         problem = Dahlquist(args.steps, lam=args.lam, t_stop=args.t_stop)
-    quiet = args.quiet
+    quiet = args.quiet and not args.memory
     if not quiet:
         print(
             f"pintrain solve: {args.problem}, {args.steps} steps, {opts.relax} relaxation, "
             f"{opts.cycle}-cycles, tol {opts.tol:g}"
         )
         print(describe(args.steps, opts))
-        print(memory_line(args.steps, problem.initial().size, opts))
+        print(memory_line(args.steps, np.asarray(problem.initial()), opts))
         print()
+    if args.memory:
+        return EXIT_OK
     res = solve(problem, options=opts, callback=print_iteration(quiet), gather=True)
     if res.rank != 0:  # under mpiexec: rank 0 holds the gathered states, runs the reference and reports
         return EXIT_OK if res.converged else EXIT_NOT_CONVERGED
@@ -214,12 +231,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     outputs.check_outputs({"--json": args.json, "--plot": args.plot})
     problem = problem_from_args(args)
-    quiet = args.quiet
+    quiet = args.quiet and not args.memory
     if not quiet:
         print(f"pintrain train: {problem.summary()}")
         print(describe(problem.n_steps, opts))
-        print(memory_line(problem.n_steps, problem.initial().size, opts))
+        print(memory_line(problem.n_steps, np.asarray(problem.initial()), opts))
         print()
+    if args.memory:
+        return EXIT_OK
     rec = compare(problem, opts, callback=print_iteration(quiet))
     if rec is None:  # an MPI rank other than 0: it took part in MGRIT; rank 0 reports
         return EXIT_OK
@@ -238,7 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{'final loss':28s} {s.final_loss:12.4e} {m.final_loss:12.4e}")
     for key in s.metrics:
         print(f"{key.replace('_', ' '):28s} {s.metrics[key]:12.4f} {m.metrics[key]:12.4f}")
-    print(f"max |w_mgrit - w_serial| over all {problem.n_steps + 1} points: {rec.max_abs_diff:.2e}")
+    where = f"all {problem.n_steps + 1} points" if m.points is None else f"the {len(m.points)} C-points and N kept"
+    print(f"max |w_mgrit - w_serial| over {where}: {rec.max_abs_diff:.2e}")
     if quiet:
         print("residuals: " + " ".join(f"{r:.2e}" for r in m.residuals))
     growth = serial_growth(s.losses)
@@ -475,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pb.add_argument("--out", type=Path, default=Path("."), help="folder for bench.json and bench.png (default .)")
     pb.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    add_solver_arguments(pb, levels=4, cfactor="64,8", tol=1e-7)
+    add_solver_arguments(pb, levels=4, cfactor="64,8", tol=1e-7, memory=False)
     pb.add_argument("--no-nested", dest="nested", action="store_false", help="start from u0 instead")
     pb.set_defaults(func=cmd_bench, nested=True)
     return parser

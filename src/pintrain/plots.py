@@ -25,7 +25,8 @@ def plot_comparison(record: dict[str, Any], path: Path) -> None:
     ax_r.legend()
     steps = range(len(record["serial"]["losses"]))
     ax_l.semilogy(steps, record["serial"]["losses"], label="serial", lw=3, alpha=0.5)
-    ax_l.semilogy(steps, record["mgrit"]["losses"], "--", label="MGRIT")
+    kept = record["mgrit"].get("points") or steps  # storage="c-points": the C-points
+    ax_l.semilogy(kept, record["mgrit"]["losses"], "--", label="MGRIT")
     ax_l.set_xlabel("training step")
     ax_l.set_ylabel("training loss")
     ax_l.set_title(f"{record['problem']['name']}: loss curves")

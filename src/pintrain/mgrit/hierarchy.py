@@ -97,14 +97,23 @@ class Hierarchy:
         work, path = cyc(0, cycle)
         return {"work": work, "critical_path": path, "serial": float(self.n_steps)}
 
-    def memory_bytes(self, state_size: int, itemsize: int = 8) -> int:
+    def memory_bytes(self, state_size: int, itemsize: int = 8, storage: str = "full") -> int:
         """Bytes of the level arrays one process holds: every level's states, the FAS right-hand
         sides of the coarse levels, the cached propagations at the C-points, and the temporaries of
-        the largest batched step (about one C-point's worth of rows)."""
+        the largest batched step (about one C-point's worth of rows).  With ``storage="c-points"``
+        the levels above the coarsest keep their C-points only, and a sweep holds, besides them,
+        three (fine level: the input, the output, then the cache) or four (coarse levels: the
+        right-hand side's rows are added) arrays of one row per C-interval: the batched sweep's
+        price, so the fine level takes about 4 N / cfactor states."""
         rows = 0
         for lev in self.levels:
             cf = max(lev.cfactor, 1)
-            rows += lev.n_points * (2 if lev.index > 0 else 1) + 2 * (lev.n_points // cf + 1)
+            per_c = lev.n_points // cf + 1
+            g = lev.n_points if lev.index > 0 else 0
+            if storage == "c-points" and not lev.is_coarsest:
+                rows += g + (per_c + 1) + (4 if lev.index > 0 else 3) * per_c
+            else:
+                rows += lev.n_points + g + 2 * per_c
         return rows * state_size * itemsize
 
     def table(self, nu: int = 1, cycle: str = "V") -> str:

@@ -12,6 +12,7 @@ RELAX_PATTERN = re.compile(r"^F(?:CF)*$|^F\(CF\)\^(\d+)$")
 CYCLES = ("V", "F")
 NORMS = ("l2", "inf")
 GUESSES = ("zero", "initial")
+STORAGES = ("full", "c-points")
 MAX_NU = 100
 
 
@@ -41,7 +42,11 @@ class SolverOptions:
     ``max_coarse`` (optional) stops coarsening at the first level with at most that many steps
     (Schroder 2017 coarsens until at most 10 remain); ``levels`` is then only an upper bound.
     ``guess`` is the initial value of every point but 0: ``"initial"`` (a copy of ``u_0``) or
-    ``"zero"`` (the paper's choice).
+    ``"zero"`` (the paper's choice).  ``storage``: ``"full"`` keeps every point of every level;
+    ``"c-points"`` (XBraid's default) keeps only the C-points (and each rank's last point) of the
+    levels that are cut over ranks, recomputing F-points in each sweep: about ``N / cfactor``
+    states on the fine level instead of N, the same arithmetic (the same answer bit for bit), and
+    the result holds the fine C-points and N (``Result.points``).
     """
 
     levels: int = 3
@@ -57,6 +62,7 @@ class SolverOptions:
     max_coarse: int | None = None
     guess: str = "initial"
     divergence_factor: float = 1e8
+    storage: str = "full"
     nu: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +94,8 @@ class SolverOptions:
             check_int("max_coarse", self.max_coarse, 1, ", or None")
         if self.guess not in GUESSES:
             raise OptionError("guess", self.guess, f"one of {', '.join(map(repr, GUESSES))}")
+        if self.storage not in STORAGES:
+            raise OptionError("storage", self.storage, f"one of {', '.join(map(repr, STORAGES))}")
         check_positive("divergence_factor", self.divergence_factor)
         if self.divergence_factor <= 1:
             raise OptionError("divergence_factor", self.divergence_factor, "a float > 1")

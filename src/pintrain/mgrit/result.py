@@ -20,6 +20,8 @@ class Result:
     rank 0 with ``gather=True``); ``residuals[i]`` is the residual norm after iteration ``i + 1``;
     ``convergence_factors[i]`` is ``residuals[i + 1] / residuals[i]``.  ``stalled``: the solve
     stopped early, not converged, because the residual stopped changing (a round-off floor).
+    ``points``: with ``storage="c-points"`` the fine points the rows of ``states`` hold (the fine
+    C-points and N, at any rank count); None when the rows are consecutive from ``first_index``.
     """
 
     states: np.ndarray
@@ -35,6 +37,7 @@ class Result:
     ranks: int = 1
     rank: int = 0
     stalled: bool = False
+    points: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -50,6 +53,14 @@ class Result:
         n = self.n_steps
         if not (0 <= k <= n):
             raise IndexError(f"fine point {k} is outside 0..{n}")
+        if self.points is not None:
+            i = int(np.searchsorted(self.points, k))
+            if i < self.points.size and self.points[i] == k:
+                return self.states[i]
+            raise IndexError(
+                f"fine point {k} is not kept: storage='c-points' returns the fine C-points and N "
+                "(solve with storage='full' for every point)"
+            )
         i = k - self.first_index
         if not (0 <= i < self.states.shape[0]):
             raise IndexError(
@@ -79,6 +90,8 @@ class Result:
         }
         if include_states:
             d["states"] = self.states.tolist()
+            if self.points is not None:
+                d["points"] = self.points.tolist()
         return d
 
     def to_json(self, include_states: bool = False, **kwargs: Any) -> str:

@@ -34,26 +34,44 @@ class LevelState:
     """One level of the hierarchy on this rank: its states, its FAS right-hand side, the cache of
     ``Phi(U[c-1])`` at its C-points, its propagator count, and its row arithmetic.
 
-    Row i of ``U`` (and ``G``) is the level's global point ``base + i`` (``base = lo - 1`` when the
-    rank holds a ghost row: the left neighbour's last point).  ``fresh``: the F-points are
-    consistent with the C-points and G (an F-relaxation would change nothing); the cache is valid
-    only while neither the C-points nor the F-points have moved.
+    With full storage row i of ``U`` (and ``G``) is the level's global point ``base + i``
+    (``base = lo - 1`` when the rank holds a ghost row: the left neighbour's last point).  With
+    C-point storage (``c_only``) ``U`` holds only the points of ``kept``: the ghost, the rank's
+    C-points and its last point ``hi``; ``G`` stays full (its F-point values are inputs of every
+    sweep).  ``fresh``: the F-points are consistent with the C-points and G (an F-relaxation would
+    change nothing); the cache is valid only while neither the C-points nor the F-points have moved.
     """
 
-    def __init__(self, grid: Level, part: LevelPart, u0: Any, ops: ArrayOps) -> None:
+    def __init__(self, grid: Level, part: LevelPart, u0: Any, ops: ArrayOps, c_only: bool = False) -> None:
         self.grid, self.part, self.ops = grid, part, ops
         self.spacing, self.cfactor, self.base = grid.spacing, grid.cfactor, part.base
-        shape = (part.n_rows, u0.shape[0])
-        self.U = ops.empty(shape, u0)
-        self.G = None if grid.index == 0 else ops.zeros(shape, u0)
-        if part.base == 0 and part.n_rows:
+        self.c_only = c_only
+        self.kept: np.ndarray | None = None
+        n_rows = part.n_rows
+        if c_only:
+            own = self.c_points()
+            if not part.empty and part.hi % self.cfactor:
+                own = np.append(own, part.hi)
+            self.kept = np.concatenate([np.array([part.lo - 1] if part.ghost else [], dtype=np.int64), own])
+            n_rows = self.kept.size
+        self.U = ops.empty((n_rows, u0.shape[0]), u0)
+        self.G = None if grid.index == 0 else ops.zeros((part.n_rows, u0.shape[0]), u0)
+        if part.base == 0 and n_rows:
             self.U[0] = u0
         self.fresh = False
         self.phi: np.ndarray | None = None
         self.applications = 0
 
     def rows(self, js: np.ndarray) -> Any:
-        """Row indices of the global points ``js`` (numpy), as an index of the level's arrays."""
+        """Rows of ``U`` holding the global points ``js`` (numpy), as an index of the level's arrays."""
+        if self.kept is None:
+            return self.ops.index(js - self.base)
+        i = np.searchsorted(self.kept, js)
+        assert i.size == 0 or (i[-1] < self.kept.size and (self.kept[i] == js).all()), "an F-point is not stored"
+        return self.ops.index(i)
+
+    def g_rows(self, js: np.ndarray) -> Any:
+        """Rows of ``G`` (every point, from ``base``) holding the global points ``js``."""
         return self.ops.index(js - self.base)
 
     def c_points(self, skip_zero: bool = False) -> np.ndarray:
@@ -67,13 +85,19 @@ class LevelState:
         """Global indices of all this rank's own points."""
         return np.arange(max(self.part.lo, 1 if skip_zero else 0), self.part.hi + 1, dtype=np.int64)
 
+    def owned_points(self) -> np.ndarray:
+        """Global indices of the rows of :meth:`owned`."""
+        return self.points() if self.kept is None else self.kept[int(self.part.ghost) :]
+
     def owned(self) -> Any:
         """This rank's rows, without the ghost row."""
-        return self.U[self.part.lo - self.base :] if self.part.n_rows else self.U[:0]
+        if not self.part.n_rows:
+            return self.U[:0]
+        return self.U[int(self.part.ghost) :] if self.c_only else self.U[self.part.lo - self.base :]
 
     def plus_g(self, js: np.ndarray, values: Any) -> Any:
         """``values + G[js]`` (the FAS right-hand side; nothing on the fine level)."""
-        return values if self.G is None else values + self.G[self.rows(js)]
+        return values if self.G is None else values + self.G[self.g_rows(js)]
 
     def moved_c(self) -> None:
         """The C-points changed: the F-points and the cache are stale."""
@@ -98,17 +122,26 @@ class _Solver:
         self.hier = Hierarchy(problem.n_steps, options)
         self.layout = Layout(self.hier, self.comm.rank, self.comm.size)
         check_memory(
-            self.hier.memory_bytes(u0.size, u0.dtype.itemsize) // self.comm.size,
+            self.hier.memory_bytes(u0.size, u0.dtype.itemsize, options.storage) // self.comm.size,
             f"MGRIT over {problem.n_steps} steps of a state of {u0.size} values ({len(self.hier)} levels)",
             "use fewer steps, more MPI ranks, or float32 states where the problem offers them",
             have=self.ops.free_bytes(),
         )
         self.dim, self.dtype = u0.size, u0.dtype
         self.u0 = self.ops.asarray(u0)  # the states live in the problem's arrays (numpy, or torch on its device)
-        self.levels = [LevelState(self.hier[lvl], self.layout[lvl], self.u0, self.ops) for lvl in range(len(self.hier))]
+        c_only = options.storage == "c-points"
+        self.levels = [
+            LevelState(self.hier[lvl], part, self.u0, self.ops, c_only and part.distributed)
+            for lvl, part in enumerate(self.layout.parts)
+        ]
         self.iteration = 0
         self.origin: tuple[int, int] | None = None  # (level, fine step) of the first step that made a NaN/inf
         self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
+
+    def kept_counts(self) -> list[int]:
+        """Rows of the result each rank holds with C-point storage."""
+        cf, n = self.levels[0].cfactor, self.hier[0].n_steps
+        return [_result_points(n, cf, lo, hi).size if hi >= lo else 0 for lo, hi in self.layout[0].ranges]
 
     def gathers_to_root(self, lvl: int) -> bool:
         """Whether level ``lvl`` is distributed and level ``lvl + 1`` lives on rank 0 alone."""
@@ -137,9 +170,15 @@ class _Solver:
             self.origin = (lvl, int(ks[int(np.argmax(made))]))
 
     # -- relaxation --------------------------------------------------------------------------
-    def f_relax(self, lvl: int) -> None:
-        """Step every C-interval's F-points in turn: ``cfactor - 1`` batched calls on strided views."""
+    def f_relax(self, lvl: int, into: int | None = None) -> None:
+        """Step every C-interval's F-points in turn: ``cfactor - 1`` batched calls on strided views.
+
+        With C-point storage the F-points live only in the sweep (:meth:`sweep`); ``into`` (a finer
+        level) then receives every point of this level at its C-points (the injection)."""
         lev = self.levels[lvl]
+        if lev.c_only:
+            self.sweep(lvl, into)
+            return
         U, G, cf = lev.U, lev.G, lev.cfactor
         starts = lev.c_points()
         for p in range(1, cf):
@@ -157,6 +196,42 @@ class _Solver:
                 self.ops.add_into(U[dst], values, G[dst])
         lev.moved_f()
 
+    def sweep(self, lvl: int, into: int | None) -> None:
+        """F-relaxation of a level with C-point storage: the same batched calls as :meth:`f_relax`
+        on full storage, on a buffer of one F-point per C-interval.  Without ``into`` it ends with
+        the cache ``Phi(U[c-1])`` (the last F-points exist only here); with ``into`` it writes every
+        point of this level into that finer level's C-points instead."""
+        lev = self.levels[lvl]
+        U, G, cf, hi, ops = lev.U, lev.G, lev.cfactor, lev.part.hi, self.ops
+        starts = lev.c_points()
+        lev.phi = None  # remade at the end: not held beside the sweep's buffers
+        if starts.size == 0:
+            lev.moved_f()
+            return
+        fine = None if into is None else self.levels[into]
+        if fine is not None:
+            own = lev.owned_points()
+            fine.U[fine.rows(own * fine.cfactor)] = lev.owned()
+        src = U[lev.rows(starts)]
+        for p in range(1, cf):
+            n = int(np.count_nonzero(starts + p <= hi))
+            if n == 0:
+                break
+            js = starts[:n] + p
+            values = self.steps(lvl, src[:n], (js - 1) * lev.spacing)
+            src = values if G is None else values + G[lev.g_rows(js)]
+            if js[-1] == hi:
+                U[-1] = src[n - 1]
+            if fine is not None:
+                fine.U[fine.rows(js * fine.cfactor)] = src
+        lev.moved_f()
+        if fine is None:  # the cache Phi(U[c-1]) at this rank's C-points c > 0, in full storage's row order
+            self.exchange_ghost(lvl)
+            last = src[: starts.size - 1]
+            if lev.part.ghost:
+                last = ops.concat_rows([U[:1], last])
+            lev.phi = self.steps(lvl, last, (lev.c_points(skip_zero=True) - 1) * lev.spacing)
+
     def exchange_ghost(self, lvl: int) -> None:
         """Receive the left neighbour's last point into the ghost row (distributed levels only)."""
         lev = self.levels[lvl]
@@ -173,8 +248,12 @@ class _Solver:
         """``Phi(U[c-1])`` for this rank's C-points c > 0 (cached until the C- or F-points move)."""
         lev = self.levels[lvl]
         if lev.phi is None:
-            self.exchange_ghost(lvl)
-            lev.phi = self.prop(lvl, lev.c_points(skip_zero=True) - 1)
+            if lev.c_only:  # the F-points are recomputed from the C-points: only a consistent level has them
+                assert lev.fresh, "C-point storage: the cache is made by the F-relaxation"
+                self.sweep(lvl, None)
+            else:
+                self.exchange_ghost(lvl)
+                lev.phi = self.prop(lvl, lev.c_points(skip_zero=True) - 1)
         return lev.phi
 
     def c_relax(self, lvl: int) -> None:
@@ -198,7 +277,11 @@ class _Solver:
         values = fine.U[fine.rows(cpts)]
         fine_part = fine.plus_g(cpts[cpts > 0], self.phi_at_c(lvl))
         if not self.gathers_to_root(lvl):
-            coarse.U[coarse.rows(cpts // fine.cfactor)] = values
+            if coarse.c_only:  # the coarse level keeps its own C-points and last point
+                own = coarse.owned_points()
+                coarse.U[coarse.rows(own)] = values[self.ops.index(own - coarse.part.lo)]
+            else:
+                coarse.U[coarse.rows(cpts // fine.cfactor)] = values
             self.exchange_ghost(lvl + 1)
         else:  # the coarse level lives on rank 0: gather the C-point values and fine parts there
             # a NaN/inf made on this level is reported where it arose, before rank 0 sees it downstream
@@ -216,14 +299,23 @@ class _Solver:
         if self.layout.active(lvl + 1):
             Js = coarse.points(skip_zero=True)
             assert coarse.G is not None
-            coarse.G[coarse.rows(Js)] = fine_part - self.prop(lvl + 1, Js - 1)
+            if coarse.c_only:  # Phi(U[J-1]) from the injected values: the ghost, then all but the last
+                before = values[: Js.size]
+                if coarse.part.ghost:
+                    before = self.ops.concat_rows([coarse.U[:1], values[:-1]])
+                coarse_part = self.steps(lvl + 1, before, (Js - 1) * coarse.spacing)
+            else:
+                coarse_part = self.prop(lvl + 1, Js - 1)
+            coarse.G[coarse.g_rows(Js)] = fine_part - coarse_part
         coarse.moved_c()
 
     def inject(self, lvl: int) -> None:
         """Set level ``lvl``'s C-points to the values of level ``lvl + 1`` (scattering from rank 0 if needed)."""
         fine, coarse = self.levels[lvl], self.levels[lvl + 1]
         cpts = fine.c_points()
-        if not self.gathers_to_root(lvl):
+        if coarse.c_only:  # its F-points come from the sweep that its correction left to this moment
+            self.f_relax(lvl + 1, into=lvl)
+        elif not self.gathers_to_root(lvl):
             fine.U[fine.rows(cpts)] = coarse.U[coarse.rows(cpts // fine.cfactor)]
         else:
             local = np.empty((cpts.size, self.dim), dtype=self.dtype)
@@ -233,9 +325,15 @@ class _Solver:
         fine.moved_c()
 
     def correct(self, lvl: int) -> None:
-        """FAS correction: with injection it sets the C-points to the coarse values; then F-relax."""
+        """FAS correction: with injection it sets the C-points to the coarse values; then F-relax.
+
+        A coarse level with C-point storage leaves the F-relaxation to the next use of its
+        F-points (the injection into the finer level, or the next relaxation): the same work once."""
         self.inject(lvl)
-        self.f_relax(lvl)
+        if lvl > 0 and self.levels[lvl].c_only:
+            self.levels[lvl].moved_c()
+        else:
+            self.f_relax(lvl)
         self.check_finite(lvl)
 
     def coarsest_solve(self, lvl: int) -> None:
@@ -333,7 +431,7 @@ class _Solver:
             else f"grew to |u| = {peak[i]:.3e}, past divergence_factor = {self.opt.divergence_factor:g} times "
             "the size of the initial state"
         )
-        return self.divergence(lvl, lev.part.lo + i, f"the state {what}")
+        return self.divergence(lvl, int(lev.owned_points()[i]), f"the state {what}")
 
     def origin_error(self) -> DivergenceError:
         assert self.origin is not None
@@ -399,7 +497,7 @@ class _Solver:
                 peaks = self.ops.max_abs_rows(U)
                 i = int(np.argmax(peaks))
                 if peaks[i] > best[0]:
-                    best = (float(peaks[i]), lev.grid.index, lev.part.lo + i)
+                    best = (float(peaks[i]), lev.grid.index, int(lev.owned_points()[i]))
         top = self.comm.allreduce_max(best[0])
         first = self.comm.first_flagged(best[0] == top)
         err = None
@@ -452,12 +550,19 @@ class _Solver:
                     break
                 if r > self.opt.divergence_factor * max(residuals[0], np.finfo(float).tiny):
                     self.residual_blowup(r, residuals)
-        states, first = self.ops.to_numpy(self.levels[0].owned()), self.layout[0].lo
+        fine, n = self.levels[0], self.hier[0].n_steps
+        states, first, points = self.ops.to_numpy(fine.owned()), self.layout[0].lo, None
+        if fine.c_only:  # the fine C-points and N, whatever the rank count (not the ranks' block ends)
+            own = fine.owned_points()
+            mine = (own % fine.cfactor == 0) | (own == n)
+            states, points = states[mine], own[mine]
         if gather and self.comm.size > 1:
-            full = self.comm.gather_rows(states, self.layout[0].counts)
+            counts = self.layout[0].counts if points is None else self.kept_counts()
+            full = self.comm.gather_rows(states, counts)
             if self.comm.rank == 0:
                 assert full is not None
                 states, first = full, 0
+                points = None if points is None else _result_points(n, fine.cfactor)
         return Result(
             states=states,
             residuals=residuals,
@@ -469,6 +574,7 @@ class _Solver:
             hierarchy=self.hier.to_dict(),
             step_counts=[lev.applications for lev in self.levels],
             first_index=first,
+            points=points,
             final=self.final_state(),
             ranks=self.comm.size,
             rank=self.comm.rank,
@@ -476,6 +582,13 @@ class _Solver:
 
 
 STALL_ITERATIONS = 3
+
+
+def _result_points(n: int, cf: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """The fine points of ``lo..hi`` that a C-point storage result holds: the C-points, and N."""
+    hi = n if hi is None else hi
+    own = np.arange(-(-lo // cf) * cf, hi + 1, cf, dtype=np.int64)
+    return np.append(own, n) if hi == n and n % cf and hi >= lo else own
 
 
 def _stalled(residuals: list[float]) -> bool:
