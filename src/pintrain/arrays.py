@@ -67,8 +67,8 @@ class ArrayOps(Protocol):
 
     def clamp_min(self, x: Any, low: float) -> Any: ...
 
-    def concat(self, parts: list[Any]) -> Any:
-        """Join (B, n_i) blocks along the columns."""
+    def concat(self, parts: list[Any], out: Any = None) -> Any:
+        """Join (B, n_i) blocks along the columns (into ``out`` when given)."""
         ...
 
     def concat_rows(self, parts: list[Any]) -> Any:
@@ -144,8 +144,8 @@ class NumpyOps:
     def clamp_min(self, x: np.ndarray, low: float) -> np.ndarray:
         return np.maximum(x, low)
 
-    def concat(self, parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts, axis=1)
+    def concat(self, parts: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        return np.concatenate(parts, axis=1, out=out)
 
     def concat_rows(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts, axis=0)

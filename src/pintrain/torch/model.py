@@ -79,8 +79,8 @@ class TorchOps:
     def clamp_min(self, x: torch.Tensor, low: float) -> torch.Tensor:
         return torch.clamp(x, min=low)
 
-    def concat(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts, dim=1)
+    def concat(self, parts: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat(parts, dim=1) if out is None else torch.cat(parts, dim=1, out=out)
 
     def concat_rows(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(parts, dim=0)

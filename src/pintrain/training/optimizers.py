@@ -92,12 +92,19 @@ class Optimizer(ABC):
             parts.append(S[:, -1:])
         return parts
 
-    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
+    def fine(
+        self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None, out: Any = None
+    ) -> Any:
         """One step at global steps ``k`` (B,) (a numpy int array) with gradients ``G`` (B, P); returns
-        the new states.  ``lrs``: the learning rate of every step (a schedule's table, indexed by
-        the step), or None for the constant ``lr``."""
+        the new states (written into ``out`` when given).  ``lrs``: the learning rate of every step
+        (a schedule's table, indexed by the step), or None for the constant ``lr``."""
         parts = self.update(self.split(S, G.shape[1]), G, k, ops, lr=None if lrs is None else lrs[k])
-        return parts[0] if len(parts) == 1 else ops.concat(parts)
+        if len(parts) > 1:
+            return ops.concat(parts, out)
+        if out is None:
+            return parts[0]
+        out[...] = parts[0]
+        return out
 
     def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         """m steps from global steps ``k`` with the gradient frozen at ``G_sum / m`` (and the weight
@@ -156,10 +163,16 @@ class SGD(Optimizer):
             g = g + self.weight_decay * w
         return [w - self.rate(lr, w, ops) * g]
 
-    def fine(self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
+    def fine(
+        self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None, out: Any = None
+    ) -> Any:
         # the state is the weights: no split and join (a lone step of a small network is all overhead)
         lr = self.lr if lrs is None else ops.column(lrs[k], S)
-        return S - lr * (G + self.weight_decay * S if self.weight_decay else G)
+        new = S - lr * (G + self.weight_decay * S if self.weight_decay else G)
+        if out is None:
+            return new
+        out[...] = new
+        return out
 
     def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         # m steps with one frozen gradient are one step of the summed rate: w - lr * (G_sum + m wd w)

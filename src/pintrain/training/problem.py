@@ -142,17 +142,21 @@ class TrainingProblem:
         out = self.ops.empty(S.shape, S)
         cuts = [S.shape[0] * i // n for i in range(n + 1)]
         for a, b in zip(cuts, cuts[1:], strict=False):
-            out[a:b] = self._step(S[a:b], ks[a:b], m)
+            self._step(S[a:b], ks[a:b], m, out[a:b])
         return out
 
-    def _step(self, S: Any, ks: np.ndarray, m: int) -> Any:
+    def _step(self, S: Any, ks: np.ndarray, m: int, out: Any = None) -> Any:
+        """The step of every row (into ``out`` when given: the fine step writes its parts there)."""
         if m > 1:
-            return COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
+            new = COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
+            if out is not None:
+                out[...] = new
+            return new
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
         G = self.model.gradient(W, self.batches(ks, 1))
         if self.clip_grad_norm is not None:
             G = self.clip(G)
-        return self.optimizer.fine(S, G, ks, self.ops, self.lrs)
+        return self.optimizer.fine(S, G, ks, self.ops, self.lrs, out)
 
     def clip(self, G: Any) -> Any:
         """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by
