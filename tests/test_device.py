@@ -107,3 +107,15 @@ def test_cuda_float32_digits_cli(capsys, tmp_path):
     assert "on cuda" in capsys.readouterr().out
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["problem"]["model"]["device"].startswith("cuda") and record["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_c_point_storage_gives_full_storage_bit_for_bit():
+    from pintrain.torch.digits import digits_problem
+
+    p = digits_problem("digits-mlp", steps=512, optimizer="adam", device="cuda")
+    full = solve(p, levels=3, cfactor=4, tol=1e-9)
+    cpts = solve(p, levels=3, cfactor=4, tol=1e-9, storage="c-points")
+    assert full.converged and cpts.residuals == full.residuals
+    np.testing.assert_array_equal(cpts.states, full.states[cpts.points])
+    assert p.ops.pass_bytes > 1 << 30  # a GPU takes its batches whole
