@@ -173,10 +173,10 @@ PAPER_PROBLEMS = ("paper1", "paper2")
 
 # the flags each kind of problem takes besides --steps, --lr and the coarse propagator's
 NUMPY_FLAGS = {
-    "xor": ("hidden", "seed", "alpha_growth", "alpha_max", "max_ratio", "sample"),
-    "sine": ("hidden", "batch_size", "seed", "alpha_growth", "alpha_max", "max_ratio", "sample"),
-    "paper1": ("data", "alpha_growth", "alpha_max", "max_ratio", "sample"),
-    "paper2": ("data", "examples", "alpha_growth", "alpha_max", "max_ratio", "sample"),
+    "xor": ("hidden", "seed", "alpha_growth", "alpha_max", "max_ratio", "sample", "theta"),
+    "sine": ("hidden", "batch_size", "seed", "alpha_growth", "alpha_max", "max_ratio", "sample", "theta"),
+    "paper1": ("data", "alpha_growth", "alpha_max", "max_ratio", "sample", "theta"),
+    "paper2": ("data", "examples", "alpha_growth", "alpha_max", "max_ratio", "sample", "theta"),
 }
 TORCH_FLAGS = ("batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype", "device")
 TORCH_COARSE = ("union", "split")
@@ -184,7 +184,7 @@ FLAG_NAMES = {
     "hidden": "--hidden", "batch_size": "--batch-size", "seed": "--seed", "max_ratio": "--max-ratio",
     "sample": "--coarse-sample", "data": "--data", "examples": "--examples", "alpha_growth": "--alpha-growth",
     "alpha_max": "--alpha-max", "optimizer": "--optimizer", "momentum": "--momentum",
-    "weight_decay": "--weight-decay", "dtype": "--dtype", "device": "--device",
+    "weight_decay": "--weight-decay", "dtype": "--dtype", "device": "--device", "theta": "--theta",
 }  # fmt: skip
 
 
@@ -445,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="coarse steps estimate their gradient from this many of their m batches (default: all)",
+    )
+    pt.add_argument(
+        "--theta",
+        type=float,
+        default=None,
+        help="gauss-newton: implicit weight, 1 (backward Euler, default) to 0.5 (trapezoidal)",
     )
     g = pt.add_argument_group("torch problems (digits-*)")
     g.add_argument(

@@ -21,7 +21,7 @@ from .optimizers import SGD, Optimizer
 from .propagators import COARSE_PROPAGATORS
 from .schedule import Schedule, check_steps, coarse_steps
 
-COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max")
+COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max", "theta")
 
 
 class TrainingProblem:
@@ -30,7 +30,8 @@ class TrainingProblem:
 
     Coarse options: ``max_ratio`` (``split``: longest sub-interval, default 4), ``sample=r`` (a
     coarse gradient over m batches estimated from r of them, weighted m / r), ``alpha_growth`` and
-    ``alpha_max`` (the paper's learning-rate rule of ``naive``/``solver1``/``solver2``).
+    ``alpha_max`` (the paper's learning-rate rule of ``naive``/``solver1``/``solver2``), ``theta``
+    (``gauss-newton``: the implicit weight of its step, default 1).
 
     ``lr_schedule``: the learning rate of every step, a sequence of ``steps`` rates or a function of
     the step (a pure function of k, so part of the evolution; :func:`pintrain.torch.lr_table` turns a
@@ -83,6 +84,7 @@ class TrainingProblem:
         self._check_coarse_options()
         self.max_ratio = int(self.coarse_options.get("max_ratio", 4))
         self.sample: int | None = self.coarse_options.get("sample")
+        self.theta = float(self.coarse_options.get("theta") or 1.0)
         if not schedule.full_batch:  # full batch: every step takes all samples, no table needed
             need = self.n_steps * schedule.batch_size * 8
             check_memory(need, f"the batch table of {steps} steps", "use fewer steps")
@@ -113,6 +115,12 @@ class TrainingProblem:
                     raise OptionError(key, value, "a float >= 1 (the coarse learning rate grows with the spacing)")
                 if key == "alpha_max" and value < self.lr:
                     raise OptionError(key, value, f"a float >= lr = {self.lr:g} (it caps the coarse learning rate)")
+                continue
+            if key == "theta":
+                if self.coarse != "gauss-newton":
+                    raise OptionError(key, value, f"given only with coarse 'gauss-newton', not {self.coarse!r}")
+                if value is not None and (not isinstance(value, int | float) or not 0.5 <= value <= 1):
+                    raise OptionError(key, value, "a float in [0.5, 1] (1: backward Euler, 0.5: trapezoidal)")
                 continue
             if paper_rule and value is not None:
                 raise OptionError(key, value, f"None: coarse {self.coarse!r} takes one step on fixed data")

@@ -32,7 +32,12 @@ about r fine steps of work instead of m):
     singular or not finite becomes NaN and the solver reports a divergence there).  Costs one
     Jacobian and one R x R solve per point, R the smaller of P and the number of outputs in the
     union (through the Woodbury identity when the union is the smaller): for small networks.
-    Needs a model that gives its output Jacobian (the numpy backend) and plain SGD.
+    Needs a model that gives its output Jacobian (the numpy backend) and plain SGD.  Coarse option
+    ``theta`` (default 1): ``w - (I + theta lr H)^{-1} lr g(w)``, the theta method of the
+    linearised flow; 0.5 (trapezoidal) is second order and took 8 iterations where 1 took 12 on
+    ``sine`` (N = 4096, 3 and 5 levels), 6-7 where 1 took 13-15 on linear least squares, but 8
+    where 1 took 6 on xor with spacings of 64 and more, whose stiff modes it damps less
+    (docs/convergence.md).
 
 Schroder's (2017) coarse propagators are something else: ONE step of the fine kind (the
 optimizer's fine update) with a learning rate that depends on the level,
@@ -80,6 +85,8 @@ class CoarseContext(Protocol):
 
     def coarse_lr(self, m: int) -> float: ...
 
+    theta: float
+
     @property
     def lrs(self) -> np.ndarray | None: ...
 
@@ -114,9 +121,10 @@ def level_step(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
 def gauss_newton(problem: CoarseContext, W: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
     # plain SGD (checked when the problem is built): the state is the weights
     # g = s J^T r, H = s J^T J, c = lr s:  (I + lr H)^{-1} g = s J^T (I + c J J^T)^{-1} r  (R x R system)
+    # theta < 1: the theta method, w - (I + theta lr H)^{-1} lr g (0.5: trapezoidal, second order)
     J, r, s = problem.linearization(W, ks, m)
     lr = problem.optimizer.lr
-    c = lr * s
+    c = problem.theta * lr * s
     R, P = J.shape[1:]
     Jt = J.transpose(0, 2, 1)
     if R <= P:
