@@ -1,0 +1,63 @@
+"""Cost of one batched step of the digits MLP per row: in one pass against cache-sized passes.
+
+    python benchmarks/step_cost.py                     # 4096 rows, Adam and SGD, float32/float64
+    python benchmarks/step_cost.py --rows 1024 --profile
+
+One torch thread.  "one pass" sets ``ops.pass_bytes`` above the states' size, so the step takes all
+rows at once (what pintrain did before passes); "passes" is the default (16 MB of states a pass on a
+CPU).  Every timing is the best of ``--repeat`` in the same process; the two outputs are compared
+bit for bit.  ``--profile`` prints torch.profiler's table of the default path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from pintrain.torch.digits import digits_problem
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print("| optimizer | dtype | one pass (us/row) | passes (us/row) | same bits |")
+    print("|---|---|---:|---:|---|")
+    for optimizer, dtype in (("adam", "float32"), ("adam", "float64"), ("sgd", "float64")):
+        p = digits_problem("digits-mlp", steps=max(2 * args.rows, 1000), optimizer=optimizer, dtype=dtype)
+        U = p.ops.asarray(np.repeat(np.asarray(p.initial())[None], args.rows, 0))
+        ks = np.arange(args.rows)
+        default = p.ops.pass_bytes
+        p.ops.pass_bytes = 1 << 40
+        whole = p.step_many(U, ks, 1)
+        one = best(lambda: p.step_many(U, ks, 1), args.repeat)  # noqa: B023
+        p.ops.pass_bytes = default
+        parts = p.step_many(U, ks, 1)
+        passes = best(lambda: p.step_many(U, ks, 1), args.repeat)  # noqa: B023
+        same = bool((whole == parts).all())
+        print(f"| {optimizer} | {dtype} | {one / args.rows * 1e6:.1f} | {passes / args.rows * 1e6:.1f} | {same} |")
+        if args.profile and optimizer == "adam" and dtype == "float32":
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                p.step_many(U, ks, 1)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
