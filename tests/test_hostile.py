@@ -49,6 +49,9 @@ def test_cli_refuses_bad_input_with_a_message(argv, code, text, capsys, tmp_path
     assert text in err and "Traceback" not in err
 
 
+PINNED = ("--levels", "3", "--cfactor", "4")  # a fixed hierarchy: these tests are not about the cost model
+
+
 def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -71,14 +74,14 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
 
 def test_a_plot_path_without_extension_is_written_exactly_there(tmp_path, capsys):
     plot = tmp_path / "curves"
-    assert main(["train", "--steps", "256", "-q", "--plot", str(plot)]) == 0
+    assert main(["train", *PINNED, "--steps", "256", "-q", "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "curves.png").exists()
     assert f"wrote {plot}" in capsys.readouterr().out
 
 
 def test_an_earlier_good_file_survives_a_failed_write(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run.json"
-    assert main(["train", "--steps", "256", "-q", "--json", str(out)]) == 0
+    assert main(["train", *PINNED, "--steps", "256", "-q", "--json", str(out)]) == 0
     good = out.read_text()
 
     import pintrain.outputs as outputs
@@ -89,7 +92,7 @@ def test_an_earlier_good_file_survives_a_failed_write(tmp_path, monkeypatch, cap
 
     real = outputs.write_atomic
     monkeypatch.setattr(outputs, "write_atomic", lambda path, write: real(path, disk_full))
-    assert main(["train", "--steps", "256", "-q", "--json", str(out)]) == 2
+    assert main(["train", *PINNED, "--steps", "256", "-q", "--json", str(out)]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "earlier file" in err and "Traceback" not in err
     assert out.read_text() == good and json.loads(out.read_text())
@@ -98,7 +101,7 @@ def test_an_earlier_good_file_survives_a_failed_write(tmp_path, monkeypatch, cap
 
 def test_a_singular_gauss_newton_solve_is_a_divergence_with_the_serial_run_written(tmp_path, capsys):
     out = tmp_path / "d.json"
-    assert main(["train", "--problem", "sine", "--steps", "2048", "--lr", "1", "-q", "--json", str(out)]) == 3
+    assert main(["train", *PINNED, "--problem", "sine", "--steps", "2048", "--lr", "1", "-q", "--json", str(out)]) == 3
     err = capsys.readouterr().err
     assert "diverged" in err and "Traceback" not in err and "LinAlgError" not in err
     rec = json.loads(out.read_text())
@@ -108,7 +111,7 @@ def test_a_singular_gauss_newton_solve_is_a_divergence_with_the_serial_run_writt
 
 def test_an_absurd_learning_rate_gives_valid_json(tmp_path, capsys):
     out = tmp_path / "inf.json"
-    assert main(["train", "--steps", "256", "--lr", "1e300", "-q", "--json", str(out)]) == 3
+    assert main(["train", *PINNED, "--steps", "256", "--lr", "1e300", "-q", "--json", str(out)]) == 3
 
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")

@@ -136,9 +136,8 @@ def test_train_and_compare_with_c_points():
 def test_cli_storage_and_memory(tmp_path, capsys):
     out = tmp_path / "rec.json"
     plot = tmp_path / "p.png"
-    assert (
-        main(["train", "--steps", "256", "--storage", "c-points", "-q", "--json", str(out), "--plot", str(plot)]) == 0
-    )
+    args = ["train", "--steps", "256", "--cfactor", "4", "--storage", "c-points", "-q", "--json", str(out)]
+    assert main([*args, "--plot", str(plot)]) == 0  # cfactor given: no cost-model choice, C-points every 4
     text = capsys.readouterr().out
     assert "C-points and N kept" in text and "converged" in text
     assert json.loads(out.read_text())["mgrit"]["points"][:3] == [0, 4, 8]

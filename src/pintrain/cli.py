@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,15 +25,24 @@ from .training.propagators import COARSE_PROPAGATORS
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
+DEFAULT_LEVELS, DEFAULT_CFACTOR = 3, "4"
+
+
 def add_solver_arguments(
-    p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float, memory: bool = True
+    p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float, memory: bool = True, auto: bool = False
 ) -> None:
     g = p.add_argument_group("MGRIT solver")
-    g.add_argument("--levels", type=int, default=levels, help=f"maximum number of time grids (default {levels})")
+    chosen = " (default: chosen by the cost model for gauss-newton and split, else {})" if auto else " (default {})"
+    g.add_argument(
+        "--levels",
+        type=int,
+        default=None if auto else levels,
+        help="maximum number of time grids" + chosen.format(levels),
+    )
     g.add_argument(
         "--cfactor",
-        default=cfactor,
-        help=f"coarsening factor, one int or a comma list per level (default {cfactor})",
+        default=None if auto else cfactor,
+        help="coarsening factor, one int or a comma list per level" + chosen.format(cfactor),
     )
     g.add_argument("--relax", default="FCF", help='relaxation: "F", "FCF", "FCFCF", ... (default FCF)')
     g.add_argument("--cycle", default="V", choices=["V", "F"], help="cycle type (default V)")
@@ -67,12 +77,12 @@ def add_solver_arguments(
 
 def options_from_args(args: argparse.Namespace) -> SolverOptions:
     try:
-        parts = [int(c) for c in str(args.cfactor).split(",")]
+        parts = [int(c) for c in str(DEFAULT_CFACTOR if args.cfactor is None else args.cfactor).split(",")]
     except ValueError:
         raise PintrainError(f"--cfactor={args.cfactor!r} is not allowed: give an int or a comma list of ints") from None
     cfactor: int | tuple[int, ...] = parts[0] if len(parts) == 1 else tuple(parts)
     return SolverOptions(
-        levels=args.levels,
+        levels=DEFAULT_LEVELS if args.levels is None else args.levels,
         cfactor=cfactor,
         relax=args.relax,
         cycle=args.cycle,
@@ -225,6 +235,19 @@ def problem_from_args(args: argparse.Namespace):
     return digits_problem(args.problem, **kwargs)
 
 
+def auto_settings(args: argparse.Namespace, problem: Any, opts: SolverOptions) -> Any:
+    """The cost model's hierarchy (:func:`pintrain.mgrit.autotune.choose`) when the user set none of
+    --levels, --cfactor, --nested, --max-coarse and the coarse propagator is stable at any spacing
+    (iterations then about flat across hierarchies); else None: the settings as given."""
+    from .mgrit.autotune import choose
+
+    given_layout = args.levels is not None or args.cfactor is not None or args.nested or args.max_coarse is not None
+    coarse = COARSE_PROPAGATORS.get(getattr(problem, "coarse", ""))
+    if given_layout or coarse is None or not coarse.any_spacing:
+        return None
+    return choose(problem, opts)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .api import compare
 
@@ -232,8 +255,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     outputs.check_outputs({"--json": args.json, "--plot": args.plot})
     problem = problem_from_args(args)
     quiet = args.quiet and not args.memory
+    chosen = auto_settings(args, problem, opts)
+    if chosen is not None:
+        opts = chosen.options
     if not quiet:
         print(f"pintrain train: {problem.summary()}")
+        if chosen is not None:
+            print(chosen.describe())
         print(describe(problem.n_steps, opts))
         print(memory_line(problem.n_steps, np.asarray(problem.initial()), opts))
         print()
@@ -463,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--json", type=Path, default=None, help="write serial and MGRIT results as JSON")
     pt.add_argument("--plot", type=Path, default=None, help="write a PNG of residuals and loss curves")
     pt.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-    add_solver_arguments(pt, levels=3, cfactor="4", tol=1e-9)
+    add_solver_arguments(pt, levels=DEFAULT_LEVELS, cfactor=DEFAULT_CFACTOR, tol=1e-9, auto=True)
     pt.set_defaults(func=cmd_train)
 
     pr = sub.add_parser(

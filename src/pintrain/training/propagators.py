@@ -170,6 +170,7 @@ class Propagator:
     plain_sgd: bool = False  # SGD without weight decay: the state is the weights alone
     alpha_growth: float | None = None  # the paper's learning-rate growth per doubling (None: not one of them)
     schedules: bool = True  # takes a learning-rate schedule and gradient clipping
+    any_spacing: bool = False  # stable at any spacing (iterations about flat in the hierarchy): autotuned
 
     def refusal(
         self, linearizable: bool, optimizer: Optimizer, scheduled: bool = False, clipped: bool = False
@@ -198,8 +199,10 @@ COARSE_PROPAGATORS: dict[str, Propagator] = {
     p.name: p
     for p in (
         Propagator("union", union),
-        Propagator("split", split),
-        Propagator("gauss-newton", gauss_newton, needs_linearization=True, plain_sgd=True, schedules=False),
+        Propagator("split", split, any_spacing=True),
+        Propagator(
+            "gauss-newton", gauss_newton, needs_linearization=True, plain_sgd=True, schedules=False, any_spacing=True
+        ),
         Propagator("naive", all_data_step, alpha_growth=1.0, schedules=False),
         Propagator("solver1", all_data_step, alpha_growth=2.0, schedules=False),
         Propagator("solver2", level_step, alpha_growth=2.0, schedules=False),

@@ -1,0 +1,78 @@
+"""Settings chosen by the cost model (pintrain.mgrit.autotune, `pintrain train` without a layout)."""
+
+import numpy as np
+import pytest
+
+from pintrain.cli import main
+from pintrain.mgrit import Hierarchy, SolverOptions, serial_solve, solve
+from pintrain.mgrit.autotune import StepCosts, candidates, choose, iteration_seconds
+from pintrain.training import model_problem
+
+
+def flat(a=50e-6, b=1e-6):
+    """A coarse step that costs the same at any spacing (Gauss-Newton on full-batch data)."""
+    return StepCosts([1, 4, 16, 64], [a] * 4, [b] * 4)
+
+
+def linear(a=50e-6, b=1e-6):
+    """A coarse step whose per-row cost grows with the spacing (a union over m mini-batches)."""
+    return StepCosts([1, 4, 16, 64], [a] * 4, [b * m for m in (1, 4, 16, 64)])
+
+
+def test_step_costs_interpolate_and_extrapolate_in_log_log():
+    c = StepCosts([1, 4, 16], [1.0, 2.0, 4.0], [1.0, 4.0, 16.0])
+    assert c.at(4) == pytest.approx((2.0, 4.0))
+    assert c.at(2) == pytest.approx((np.sqrt(2.0), 2.0))
+    assert c.at(64) == pytest.approx((8.0, 64.0))  # the last trend, continued
+    falling = StepCosts([1, 4], [2.0, 1.0], [1.0, 1.0])
+    assert falling.at(64) == pytest.approx((1.0, 1.0))  # never extrapolated downwards
+
+
+def test_the_model_counts_one_v_cycle():
+    # two levels, N = 16, cfactor 4, a = 1, b = 0: 3 x 4 calls on the fine level, one restriction
+    # call at spacing 4, and a coarsest chain of 4 lone calls
+    hier = Hierarchy(16, SolverOptions(levels=2, cfactor=4))
+    assert iteration_seconds(hier, StepCosts([1], [1.0], [0.0])) == pytest.approx(12 + 1 + 4)
+
+
+def test_cheap_coarse_steps_get_a_long_first_coarsening():
+    p = model_problem("xor", steps=16384)
+    choice = choose(p, SolverOptions(), costs=flat())
+    first = choice.options.cfactor[0]
+    assert first >= 16 and choice.options.nested and choice.seconds < choice.base_seconds / 1.8
+    # costs growing with the spacing make every level cost as much as the fine one: few levels
+    choice = choose(p, SolverOptions(), costs=linear())
+    assert len(Hierarchy(16384, choice.options)) < 4
+
+
+def test_the_choice_is_never_worse_than_the_defaults_in_the_model():
+    p = model_problem("sine", steps=4096)
+    for costs in (flat(), linear(), linear(a=1e-3)):
+        choice = choose(p, SolverOptions(tol=1e-7, relax="F"), costs=costs)
+        assert choice.seconds <= choice.base_seconds
+        assert choice.options.tol == 1e-7 and choice.options.relax == "F"  # the rest is the base's
+
+
+def test_candidates_are_distinct_and_valid():
+    opts = candidates(4096, SolverOptions())
+    grids = {tuple((lev.n_steps, lev.spacing) for lev in Hierarchy(4096, o).levels) for o in opts}
+    assert len(grids) == len(opts) and all(len(Hierarchy(4096, o)) == o.levels for o in opts)
+
+
+def test_measured_choice_trains_xor_to_serial():
+    p = model_problem("xor", steps=4096)
+    choice = choose(p, SolverOptions())
+    assert choice.costs.seconds < 2.0 and choice.options.cfactor[0] >= 8
+    res = solve(p, options=choice.options)
+    assert res.converged and np.abs(res.states - serial_solve(p)).max() < 1e-7
+
+
+def test_cli_chooses_only_without_a_layout_and_for_stable_propagators(capsys):
+    assert main(["train", "--steps", "2048"]) == 0
+    assert "settings chosen by the cost model" in capsys.readouterr().out
+    assert main(["train", "--steps", "2048", "--levels", "3"]) == 0
+    assert "cost model" not in capsys.readouterr().out
+    assert main(["train", "--steps", "2048", "--coarse", "union", "--lr", "0.2"]) == 0
+    assert "cost model" not in capsys.readouterr().out  # union has a stability limit in m * lr
+    assert main(["train", "--problem", "paper1", "--steps", "512"]) == 0
+    assert "cost model" not in capsys.readouterr().out  # the paper's rate rule: its own hierarchy
