@@ -76,3 +76,14 @@ def test_cli_chooses_only_without_a_layout_and_for_stable_propagators(capsys):
     assert "cost model" not in capsys.readouterr().out  # union has a stability limit in m * lr
     assert main(["train", "--problem", "paper1", "--steps", "512"]) == 0
     assert "cost model" not in capsys.readouterr().out  # the paper's rate rule: its own hierarchy
+
+
+def test_critical_path_with_p_ranks_runs_from_the_work_to_the_one_per_interval_limit():
+    hier = Hierarchy(4096, SolverOptions(levels=3, cfactor=4))
+    cost = hier.iteration_cost(1)
+    assert hier.iteration_cost(1, ranks=1)["critical_path"] == cost["work"]  # one rank does everything
+    assert hier.iteration_cost(1, ranks=10**6)["critical_path"] == cost["critical_path"]
+    paths = [hier.iteration_cost(1, ranks=p)["critical_path"] for p in (1, 4, 64, 1024, 4096)]
+    assert paths == sorted(paths, reverse=True)
+    # 64 ranks: level 0 steps 4096 / 64 = 64 points a sweep, level 1 16, three sweeps each; 256 coarsest
+    assert hier.iteration_cost(1, ranks=64)["critical_path"] == 3 * 64 + 3 * 16 + 256

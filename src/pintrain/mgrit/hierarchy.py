@@ -57,31 +57,33 @@ class Hierarchy:
     def __getitem__(self, i: int) -> Level:
         return self.levels[i]
 
-    def level_costs(self, nu: int) -> list[dict[str, float]]:
+    def level_costs(self, nu: int, ranks: int | None = None) -> list[dict[str, float]]:
         """Per level, one visit: propagator applications in all (``work``) and the sequential chain
-        with one processor per C-interval (``path``); the coarsest level is one sequential sweep."""
+        (``path``) with one processor per C-interval, or with ``ranks`` processors (each steps its
+        share of the level's points, at least one C-interval's worth, in every sweep); the
+        coarsest level is one sequential sweep."""
         out = []
         for lev in self.levels:
             if lev.is_coarsest:
                 out.append({"work": float(lev.n_steps), "path": float(lev.n_steps)})
                 continue
             # relaxation F (C F)^nu; restriction: one fine + one coarse step per C-point; correction: F
-            out.append(
-                {
-                    "work": float(lev.n_steps * (nu + 2)),
-                    "path": float((lev.cfactor - 1) * (nu + 2) + nu + 2),
-                }
-            )
+            if ranks is None:
+                path = (lev.cfactor - 1) * (nu + 2) + nu + 2
+            else:
+                path = (nu + 2) * max(-(-lev.n_steps // ranks), lev.cfactor)
+            out.append({"work": float(lev.n_steps * (nu + 2)), "path": float(path)})
         return out
 
-    def iteration_cost(self, nu: int, cycle: str = "V") -> dict[str, float]:
+    def iteration_cost(self, nu: int, cycle: str = "V", ranks: int | None = None) -> dict[str, float]:
         """Cost model of one iteration, in propagator applications.
 
         ``work``: all applications on all levels (what one process does); ``critical_path``: the
         sequential applications with one processor per C-interval (what unlimited parallelism
-        leaves); both count a coarse step as one application (its real cost is problem specific).
+        leaves), or with ``ranks`` processors; both count a coarse step as one application (its
+        real cost is problem specific).
         """
-        costs = self.level_costs(nu)
+        costs = self.level_costs(nu, ranks)
 
         def cyc(lvl: int, kind: str) -> tuple[float, float]:
             w, p = costs[lvl]["work"], costs[lvl]["path"]

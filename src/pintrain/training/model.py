@@ -127,6 +127,11 @@ class NumpyModel:
     def initial_weights(self) -> np.ndarray:
         return self.w0.copy()
 
+    def activation_bytes(self, samples: int) -> int:
+        """Bytes of the activations one row's step over ``samples`` samples makes (each layer's
+        outputs, twice: the forward values and the backward deltas): what a pass must fit in cache."""
+        return 2 * 8 * samples * int(sum(self.net.sizes))
+
     def _data(self, b: Batches) -> tuple[np.ndarray, np.ndarray, float]:
         if b.idx is None:
             return self.X, self.Y, b.weight * self._scale_all

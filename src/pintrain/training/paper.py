@@ -110,8 +110,11 @@ class TraskNetwork:
             prev = acts[n]
             prev_t = prev.T if prev.ndim == 2 else prev.transpose(0, 2, 1)
             grads.append(np.matmul(prev_t, delta).reshape(W.shape[0], -1))
-            if n > 0:
-                delta = np.matmul(delta, mats[n].transpose(0, 2, 1)) * (prev * (1.0 - prev))
+            if n > 0:  # delta (W^T) * (prev (1 - prev)), in place: the same products, fewer fresh arrays
+                slope = 1.0 - prev
+                slope *= prev
+                delta = np.matmul(delta, mats[n].transpose(0, 2, 1))
+                delta *= slope
         return np.concatenate(grads[::-1], axis=1)
 
     def loss_and_grad(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,10 @@ class TrainingProblem:
         self.max_ratio = int(self.coarse_options.get("max_ratio", 4))
         self.sample: int | None = self.coarse_options.get("sample")
         self.theta = float(self.coarse_options.get("theta") or 1.0)
+        # a step's activations per row where the model can say (numpy networks), for the pass size
+        sizer = getattr(model, "activation_bytes", None)
+        batch = getattr(self.schedule, "batch_size", None)
+        self._activation_bytes = int(sizer(batch)) if callable(sizer) and batch else 0
         if not schedule.full_batch:  # full batch: every step takes all samples, no table needed
             need = self.n_steps * schedule.batch_size * 8
             check_memory(need, f"the batch table of {steps} steps", "use fewer steps")
@@ -143,7 +147,7 @@ class TrainingProblem:
     def _passes(self, S: Any, ks: np.ndarray, m: int) -> Any:
         """The step of every row, in passes of at most ``ops.pass_bytes`` of states (see
         :attr:`~pintrain.arrays.ArrayOps.pass_bytes`), written into one output."""
-        rows = max(2, self.ops.pass_bytes // max(1, S.shape[1] * S.dtype.itemsize))
+        rows = max(2, self.ops.pass_bytes // max(1, S.shape[1] * S.dtype.itemsize + self._activation_bytes))
         n = S.shape[0] // rows  # near-equal passes of rows..2 rows: never a lone row, which a model may
         if n <= 1:  # step by another path (plain autograd for one row: other rounding)
             return self._step(S, ks, m)
