@@ -87,3 +87,21 @@ def test_critical_path_with_p_ranks_runs_from_the_work_to_the_one_per_interval_l
     assert paths == sorted(paths, reverse=True)
     # 64 ranks: level 0 steps 4096 / 64 = 64 points a sweep, level 1 16, three sweeps each; 256 coarsest
     assert hier.iteration_cost(1, ranks=64)["critical_path"] == 3 * 64 + 3 * 16 + 256
+
+
+def test_fit_takes_levels_auto():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from pintrain.torch import fit
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 6, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0).long()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    kw = {"steps": 256, "batch_size": 12, "optimizer": "adam", "lr": 0.01}
+    auto = fit(net, nn.CrossEntropyLoss(), X, y, levels="auto", **kw)
+    serial = fit(net, nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    assert auto.solver.converged and auto.solver.options.nested
+    assert np.abs(auto.states - serial.states).max() < 1e-8

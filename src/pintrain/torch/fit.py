@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ def fit(
     lr: float = 0.01,
     seed: int = 0,
     method: str = "mgrit",
-    levels: int = 3,
+    levels: int | str = 3,
     cfactor: int | tuple[int, ...] = 4,
     tol: float = 1e-9,
     *,
@@ -89,7 +89,9 @@ def fit(
     ``torch.optim`` optimizer's ``step()``) on a copy of the module;
     ``method="mgrit"`` solves for all of them at once with ``levels``, ``cfactor`` and ``tol`` (or
     ``options``, a full :class:`~pintrain.mgrit.SolverOptions`) and gives the same weights to the
-    tolerance.  ``coarse`` picks the coarse propagator (default "split" with ``max_ratio=2``, which
+    tolerance; ``levels="auto"`` lets the cost model pick levels, cfactors and nested iteration
+    from the problem's measured step costs (:func:`pintrain.mgrit.autotune.choose`).
+    ``coarse`` picks the coarse propagator (default "split" with ``max_ratio=2``, which
     converged on 12 of the 15 cases of ``docs/convergence.md`` where "union" converged on 5; see
     :mod:`pintrain.training.propagators`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
@@ -137,7 +139,14 @@ def fit(
         clip_grad_norm=clip_grad_norm,
     )
     if method == "mgrit" and options is None:
-        options = SolverOptions(levels=levels, cfactor=cfactor, tol=tol)
+        if isinstance(levels, str) and levels != "auto":
+            raise OptionError("levels", levels, 'an int >= 1, or "auto" (the cost model chooses)')
+        if levels == "auto":  # the cost model's hierarchy from this problem's measured step costs
+            from ..mgrit.autotune import choose
+
+            options = choose(problem, SolverOptions(tol=tol), comm=comm).options
+        else:
+            options = SolverOptions(levels=cast(int, levels), cfactor=cfactor, tol=tol)  # checked there
     run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)
     final = run.states[-1] if run.solver is None else run.solver.final_state
     out = FitResult(
