@@ -10,7 +10,12 @@ The cost model then predicts the speedup at P = 2..1024 from the hierarchy, the 
 iteration count and the measured cost of one propagator application per level: per iteration
 and level, time = visits x cost_l x max(work_l / P, path_l) (work spread over P ranks, but never
 below the sequential chain inside one C-interval; the coarsest level is sequential).
-Results go to ``benchmarks/results/scaling.json``.
+Beside the times, the critical path the run actually walked: the propagator applications each
+rank made (all levels; rank 0 also solves the small levels alone), their maximum over the ranks,
+and the speedup that implies, N / that maximum (a coarse application counted as one).
+``--problem digits-adam`` runs the digits MLP with Adam on torch states (float64, ``split``), one
+torch thread per rank, against the plain torch.optim loop.
+Results go to ``benchmarks/results/scaling.json`` (``scaling_<problem>.json`` for other problems).
 """
 
 from __future__ import annotations
@@ -30,13 +35,40 @@ from pintrain.mgrit import Hierarchy, SolverOptions, serial_solve, solve, step_m
 from pintrain.training import model_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "scaling.json"
-PROBLEM = {"name": "sine", "steps": 8192, "coarse": "gauss-newton"}
-OPTIONS = {"levels": 4, "cfactor": 8, "relax": "FCF", "tol": 1e-9, "max_iter": 60}
+PROBLEMS = {
+    "sine": ({"name": "sine", "steps": 8192, "coarse": "gauss-newton"}, {"levels": 4, "cfactor": 8}),
+    "digits-adam": (
+        {"name": "digits-mlp", "steps": 2048, "optimizer": "adam", "coarse": "split"},
+        {"levels": 3, "cfactor": 4},
+    ),
+}
+PROBLEM, _LAYOUT = PROBLEMS["sine"]
+OPTIONS = {**_LAYOUT, "relax": "FCF", "tol": 1e-9, "max_iter": 60}
+
+
+def select(name: str) -> None:
+    global PROBLEM, OPTIONS
+    PROBLEM, layout = PROBLEMS[name]
+    OPTIONS = {**layout, "relax": "FCF", "tol": 1e-9, "max_iter": 60}
 
 
 def build():
     kwargs = {k: v for k, v in PROBLEM.items() if k != "name"}
+    if PROBLEM["name"] == "digits-mlp":
+        import torch
+
+        from pintrain.torch.digits import digits_problem
+
+        torch.set_num_threads(1)
+        return digits_problem(PROBLEM["name"], **kwargs)
     return model_problem(PROBLEM["name"], **kwargs)
+
+
+def serial_run(problem):
+    """The serial reference: the torch.optim loop for a torch problem, else the loop of fine steps."""
+    if PROBLEM["name"] == "digits-mlp":
+        return problem.serial_run("final")[1]
+    return serial_solve(problem)
 
 
 def worker() -> None:
@@ -50,6 +82,7 @@ def worker() -> None:
     res = solve(problem, comm=comm, **OPTIONS)
     comm.Barrier()
     wall = time.perf_counter() - t0
+    per_rank = comm.gather(int(sum(res.step_counts)), root=0)
     if comm.rank == 0:
         print(
             json.dumps(
@@ -58,6 +91,7 @@ def worker() -> None:
                     "iterations": res.iterations,
                     "converged": res.converged,
                     "final_state": res.final_state.tolist(),
+                    "applications_per_rank": per_rank,
                 }
             )
         )
@@ -102,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranks", default="1,2", help="comma list of rank counts to run (default 1,2)")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions, best of (default 3)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--problem", choices=sorted(PROBLEMS), default="sine")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    select(args.problem)
+    if args.problem != "sine" and args.out == OUT:
+        args.out = OUT.with_name(f"scaling_{args.problem}.json")
     if args.worker:
         worker()
         return 0
@@ -112,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     serial_times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        ref = serial_solve(problem)
+        ref = serial_run(problem)
         serial_times.append(time.perf_counter() - t0)
     t_serial = min(serial_times)
     mpiexec = Path(sys.executable).with_name("mpiexec")
@@ -122,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for _ in range(args.repeat):
             proc = subprocess.run(
-                [str(mpiexec), "-n", str(p), sys.executable, __file__, "--worker"],
+                [str(mpiexec), "-n", str(p), sys.executable, __file__, "--worker", "--problem", args.problem],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -139,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                 "converged": best["converged"],
                 "speedup": t_serial / best["wall_s"],
                 "max_abs_diff_final": diff,
+                "applications_per_rank": best["applications_per_rank"],
+                "walked_critical_path": max(best["applications_per_rank"]),
+                "implied_speedup": problem.n_steps / max(best["applications_per_rank"]),
             }
         )
 
@@ -150,11 +191,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"problem: {PROBLEM}, options: {OPTIONS}")
     print(f"serial training: {t_serial:.3f} s ({problem.n_steps} steps)\n")
-    print(f"{'ranks':>5s} {'MGRIT (s)':>10s} {'iterations':>10s} {'speedup':>8s} {'|w_N - serial|':>15s}")
+    print(
+        f"{'ranks':>5s} {'MGRIT (s)':>10s} {'iterations':>10s} {'speedup':>8s} {'|w_N - serial|':>15s} "
+        f"{'applications per rank':>24s} {'N / max':>8s}"
+    )
     for r in rows:
         print(
             f"{r['ranks']:5d} {r['wall_s']:10.3f} {r['iterations']:10d} {r['speedup']:8.3f} "
-            f"{r['max_abs_diff_final']:15.2e}"
+            f"{r['max_abs_diff_final']:15.2e} {str(r['applications_per_rank']):>24s} {r['implied_speedup']:8.3f}"
         )
     print(
         "\ncost model (measured seconds per application: "
@@ -165,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in model_ranks:
         print(f"{p:5d} {pred[p]:18.2f}")
     record = {
-        "command": "python benchmarks/scaling.py --ranks " + args.ranks,
+        "command": f"python benchmarks/scaling.py --problem {args.problem} --ranks {args.ranks}",
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
         "problem": PROBLEM,
