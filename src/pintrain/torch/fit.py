@@ -138,6 +138,15 @@ def fit(
         lr_schedule=lr_schedule,
         clip_grad_norm=clip_grad_norm,
     )
+    if problem.model.batchnorms:  # their running statistics follow from every step's weights
+        c_points = options is not None and options.storage == "c-points"
+        if keep != "all" or c_points:
+            raise OptionError(
+                "keep" if keep != "all" else "storage",
+                keep if keep != "all" else "c-points",
+                f"every step's state (keep='all', storage='full'): the running statistics of "
+                f"{', '.join(problem.model.batchnorms)} are computed from the weights of every step",
+            )
     if method == "mgrit" and options is None:
         if isinstance(levels, str) and levels != "auto":
             raise OptionError("levels", levels, 'an int >= 1, or "auto" (the cost model chooses)')
@@ -149,9 +158,12 @@ def fit(
             options = SolverOptions(levels=cast(int, levels), cfactor=cfactor, tol=tol)  # checked there
     run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)
     final = run.states[-1] if run.solver is None else run.solver.final_state
-    out = FitResult(
-        problem.model_at(final), run.step_losses(), run.states, run.solver, run.wall_s, method, problem, run.points
-    )
+    stats = None
+    if problem.model.batchnorms and run.whole:
+        W = problem.ops.asarray(np.ascontiguousarray(problem.weights(run.states[:-1])))
+        stats = problem.model.running_stats(W, None if problem.schedule.full_batch else problem.table)
+    model_out = problem.model.module_at(problem.ops.asarray(np.ascontiguousarray(problem.weights(final))), stats)
+    out = FitResult(model_out, run.step_losses(), run.states, run.solver, run.wall_s, method, problem, run.points)
     if run.solver is not None and not run.solver.converged and not allow_unconverged:
         err: NotConvergedError = not_converged(run.solver, out)
         raise err

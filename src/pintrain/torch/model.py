@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -109,13 +109,14 @@ def check_module(model: Any) -> None:
     """Refuse, with the reason, a module whose training step is not a pure function of the weights."""
     if not isinstance(model, nn.Module):
         raise UnsupportedModel(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    buffers = [name for name, _ in model.named_buffers()]
+    tracked = {f"{name}.{b}" if name else b for name, _ in batchnorms(model) for b in BN_BUFFERS}
+    buffers = [name for name, _ in model.named_buffers() if name not in tracked]
     if buffers:
         raise UnsupportedModel(
             f"the module has buffers ({', '.join(buffers[:4])}{', ...' if len(buffers) > 4 else ''}), state that "
-            "its forward pass updates (BatchNorm running statistics and the like); MGRIT evolves the weights and "
-            "the optimizer state only. Use a normalisation without running statistics (LayerNorm, GroupNorm, or "
-            "BatchNorm with track_running_stats=False)"
+            "its forward pass may update; MGRIT evolves the weights and the optimizer state, and of the "
+            "buffers only BatchNorm's running statistics (a function of the weights' trajectory, computed after "
+            "the solve). Register constants as non-persistent attributes, or use a module without such buffers"
         )
     if model.training:
         random = [name or type(model).__name__ for name, mod in model.named_modules() if _is_random(mod)]
@@ -127,6 +128,19 @@ def check_module(model: Any) -> None:
             )
     if not any(p.requires_grad for p in model.parameters()):
         raise UnsupportedModel("the module has no trainable parameters (requires_grad=True)")
+
+
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+def batchnorms(module: nn.Module) -> list[tuple[str, BatchNorm]]:
+    """The BatchNorm layers of ``module`` that keep running statistics."""
+    return [
+        (name, mod) for name, mod in module.named_modules() if isinstance(mod, BatchNorm) and mod.track_running_stats
+    ]
 
 
 def _is_random(mod: nn.Module) -> bool:
@@ -189,6 +203,13 @@ class TorchModel:
             self.module, self.unrolled = unroll(copy.deepcopy(self.original))
         except ValueError as err:
             raise UnsupportedModel(str(err)) from None
+        # BatchNorm in training mode normalises by the batch's own statistics and only writes its running
+        # statistics, which no step reads: the stepped copy drops them (a pure function of the weights);
+        # they follow from the converged trajectory (:meth:`running_stats`)
+        self.batchnorms = [name for name, _ in batchnorms(self.module)]
+        for _, bn in batchnorms(self.module):
+            bn.track_running_stats = False
+            bn.running_mean = bn.running_var = bn.num_batches_tracked = None
         self.loss_fn = loss_fn
         self.max_batch_samples = int(max_batch_samples)
         self.test_data = test_data
@@ -348,12 +369,55 @@ class TorchModel:
         return out, self.ops.to_numpy(losses).astype(np.float64)
 
     # -- results -------------------------------------------------------------------------------
-    def module_at(self, w: torch.Tensor) -> nn.Module:
-        """A copy of the user's module with the flat weights ``w``."""
+    def module_at(self, w: torch.Tensor, stats: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """A copy of the user's module with the flat weights ``w`` (and BatchNorm buffers ``stats``)."""
         out = copy.deepcopy(self.original)
         with torch.no_grad():
             for name, value in self.unflatten(w).items():
                 out.get_parameter(name).copy_(value)
+            for name, value in (stats or {}).items():
+                out.get_buffer(name).copy_(value)
+        return out
+
+    def running_stats(self, W: torch.Tensor, table: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """The BatchNorm running statistics after the steps whose weights before the step are the
+        rows of ``W`` (steps 0, 1, ...; batch ``table[k]``, all samples if None), from the
+        module's initial buffers: each step's batch mean and unbiased variance at its weights, in
+        torch's update (``momentum``, or the cumulative average when it is None)."""
+        original = dict(batchnorms(self.original))
+        buffers = {n: [cast(torch.Tensor, getattr(original[n], b)) for b in BN_BUFFERS] for n in self.batchnorms}
+        mean = {n: b[0].clone() for n, b in buffers.items()}
+        var = {n: b[1].clone() for n, b in buffers.items()}
+        count = {n: int(b[2]) for n, b in buffers.items()}
+        seen: dict[str, torch.Tensor] = {}
+        stepped = {name: mod for name, mod in self.module.named_modules() if name in self.batchnorms}
+        hooks = [
+            stepped[name].register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(name, args[0]))
+            for name in self.batchnorms
+        ]
+        rows = None if table is None else self.ops.index(table)
+        try:
+            with torch.no_grad():
+                for k in range(W.shape[0]):
+                    xb = self.X if rows is None else self.X[rows[k]]
+                    functional_call(self.module, self.unflatten(W[k]), (xb,))
+                    for name in self.batchnorms:
+                        x = seen[name]
+                        dims = [d for d in range(x.ndim) if d != 1]
+                        count[name] += 1
+                        momentum = original[name].momentum
+                        factor = float(momentum) if momentum is not None else 1.0 / count[name]
+                        mean[name] = (1 - factor) * mean[name] + factor * x.mean(dim=dims)
+                        var[name] = (1 - factor) * var[name] + factor * x.var(dim=dims, unbiased=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        out = {}
+        for name in self.batchnorms:
+            prefix = f"{name}." if name else ""
+            out[prefix + "running_mean"] = mean[name]
+            out[prefix + "running_var"] = var[name]
+            out[prefix + "num_batches_tracked"] = torch.tensor(count[name])
         return out
 
     def metrics(self, w: torch.Tensor) -> dict[str, float]:
