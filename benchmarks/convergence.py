@@ -159,6 +159,12 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[], nn.Module], Any, dict[str
         CE,
         {"optimizer": "sgd", "lr": 0.05},
     ),  # fmt: skip
+    "batchnorm-running-mlp-sgd": (
+        digits,
+        lambda: mlp(64, 10, norm=nn.BatchNorm1d),
+        CE,
+        {"optimizer": "sgd", "lr": 0.05},
+    ),  # fmt: skip
     "gru-adam": (sequences, SeqGRU, CE, {"optimizer": "adam", "lr": 0.005}),
     "lstm-cell-adam": (sequences, CellLSTM, CE, {"optimizer": "adam", "lr": 0.005}),
     "embedding-bag-adam": (tokens, BagOfEmbeddings, CE, {"optimizer": "adam", "lr": 0.005}),
