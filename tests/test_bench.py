@@ -31,6 +31,12 @@ def test_cli_bench_writes_tables_json_and_plot(tmp_path, capsys):
         # the profiled run saw the same fine-step work as the counted one
         assert r["time_by_spacing"]["1"]["rows"] == w["fine_steps_total"]
         assert r["ratio_serial_over_mgrit"] == r["serial_s"] / r["mgrit_s"]
+        # beside it, the cost model's own hierarchy for the same problem and tolerance, to the same answer
+        a = r["auto"]
+        assert (
+            a["converged"] and a["max_rel_diff"] < 1e-8 and a["ratio_serial_over_mgrit"] == r["serial_s"] / a["mgrit_s"]
+        )
+    assert "1b. The same with the hierarchy the cost model chooses" in out
 
 
 def test_timed_problem_is_transparent():

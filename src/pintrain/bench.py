@@ -130,6 +130,7 @@ def bench_training(
         in_steps = sum(timed.seconds.values())
         rel = float(np.abs(res.states - ref).max() / max(np.abs(ref).max(), np.finfo(float).tiny))
         fine = res.step_counts[0]
+        auto = _auto_row(p, options, serial_s, ref, repeat)
         rows.append(
             {
                 "N": int(n),
@@ -153,9 +154,33 @@ def bench_training(
                 },
                 "time_outside_steps_s": profiled_s - in_steps,
                 "profiled_s": profiled_s,
+                "auto": auto,
             }
         )
     return rows
+
+
+def _auto_row(p: Any, options: SolverOptions, serial_s: float, ref: np.ndarray, repeat: int) -> dict[str, Any]:
+    """The same solve with the hierarchy the cost model chooses (what `pintrain train` does without
+    layout flags); the time to measure the step costs is reported beside it."""
+    from .mgrit.autotune import choose
+
+    t0 = time.perf_counter()
+    choice = choose(p, options, comm="serial")
+    measure_s = time.perf_counter() - t0
+    mgrit_s, res = _best(functools.partial(solve, p, options=choice.options, comm="serial"), repeat)
+    return {
+        "levels": choice.options.levels,
+        "cfactor": list(choice.options.cfactor)
+        if isinstance(choice.options.cfactor, tuple)
+        else choice.options.cfactor,
+        "mgrit_s": mgrit_s,
+        "measure_s": measure_s,
+        "iterations": res.iterations,
+        "converged": res.converged,
+        "ratio_serial_over_mgrit": serial_s / mgrit_s,
+        "max_rel_diff": float(np.abs(res.states - ref).max() / max(np.abs(ref).max(), np.finfo(float).tiny)),
+    }
 
 
 def bench_pymgrit(
@@ -242,6 +267,19 @@ def tables(record: dict[str, Any]) -> str:
             f"{w['fine_steps_total_over_N']:13.1f}"
         )
     out.append("   (serial: N fine steps, one weight vector at a time; MGRIT: batched over the C-intervals)")
+    if all("auto" in r for r in tr["rows"]):
+        out += ["", "1b. The same with the hierarchy the cost model chooses (pintrain train without layout flags)"]
+        out.append(
+            f"{'N':>7s} {'settings':>22s} {'MGRIT (s)':>10s} {'serial/MGRIT':>13s} {'iters':>6s} {'measuring (s)':>14s}"
+        )
+        for r in tr["rows"]:
+            a = r["auto"]
+            cf = str(a["cfactor"]) if isinstance(a["cfactor"], int) else ",".join(map(str, a["cfactor"]))
+            setting = f"{a['levels']} levels, cf {cf}"
+            out.append(
+                f"{r['N']:7d} {setting:>22s} {a['mgrit_s']:10.4f} "
+                f"{a['ratio_serial_over_mgrit']:13.2f} {a['iterations']:6d} {a['measure_s']:14.3f}"
+            )
     if "pymgrit" in record:
         out += ["", "2. pintrain against PyMGRIT 1.0.6 (same problem, levels, cfactor, relaxation, tol; zero guess)"]
         pm = record["pymgrit"]
