@@ -43,7 +43,7 @@ class FailsOnRank(Dahlquist):
 def main():
     import faulthandler
 
-    faulthandler.dump_traceback_later(20, exit=True)
+    faulthandler.dump_traceback_later(90, exit=True)  # a hang detector: all cases take ~10 s per run
     comm = MPI.COMM_WORLD
     if sys.argv[1] == "--fail-rank":  # --fail-rank R [AT [raise|kill]]
         extra = sys.argv[3:]
