@@ -138,7 +138,7 @@ class _Solver:
         self.origin: tuple[int, int] | None = None  # (level, fine step) of the first step that made a NaN/inf
         self.state_bound = options.divergence_factor * max(1.0, float(np.abs(u0).max()))
 
-    def kept_counts(self) -> list[int]:
+    def result_counts(self) -> list[int]:
         """Rows of the result each rank holds with C-point storage."""
         cf, n = self.levels[0].cfactor, self.hier[0].n_steps
         return [_result_points(n, cf, lo, hi).size if hi >= lo else 0 for lo, hi in self.layout[0].ranges]
@@ -557,7 +557,7 @@ class _Solver:
             mine = (own % fine.cfactor == 0) | (own == n)
             states, points = states[mine], own[mine]
         if gather and self.comm.size > 1:
-            counts = self.layout[0].counts if points is None else self.kept_counts()
+            counts = self.layout[0].counts if points is None else self.result_counts()
             full = self.comm.gather_rows(states, counts)
             if self.comm.rank == 0:
                 assert full is not None
