@@ -105,3 +105,10 @@ def test_fit_takes_levels_auto():
     serial = fit(net, nn.CrossEntropyLoss(), X, y, method="serial", **kw)
     assert auto.solver.converged and auto.solver.options.nested
     assert np.abs(auto.states - serial.states).max() < 1e-8
+
+
+def test_too_few_steps_leave_the_settings_as_given(capsys):
+    choice = choose(model_problem("xor", steps=3), SolverOptions())
+    assert not choice.measured and choice.options == SolverOptions()
+    assert main(["train", "--steps", "3"]) == 0
+    assert "cost model" not in capsys.readouterr().out

@@ -245,7 +245,8 @@ def auto_settings(args: argparse.Namespace, problem: Any, opts: SolverOptions) -
     coarse = COARSE_PROPAGATORS.get(getattr(problem, "coarse", ""))
     if given_layout or coarse is None or not coarse.any_spacing:
         return None
-    return choose(problem, opts)
+    choice = choose(problem, opts)
+    return choice if choice.measured else None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

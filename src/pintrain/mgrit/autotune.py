@@ -127,6 +127,7 @@ class Choice:
     seconds: float
     base_seconds: float
     costs: StepCosts
+    measured: bool = True  # False: too few steps to coarsen, ``options`` are the base's
 
     def describe(self) -> str:
         o = self.options
@@ -177,7 +178,7 @@ def _choose(problem: Any, base: SolverOptions | None, budget_s: float, costs: St
     n = int(problem.n_steps)
     options = candidates(n, base)
     if not options:  # too few steps to coarsen
-        return Choice(base, 0.0, 0.0, StepCosts([1], [0.0], [0.0]))
+        return Choice(base, 0.0, 0.0, StepCosts([1], [0.0], [0.0]), measured=False)
     if costs is None:
         costs = measure(problem, max(Hierarchy(n, o).levels[-1].spacing for o in options), budget_s)
     ranked = sorted(options, key=lambda o: iteration_seconds(Hierarchy(n, o), costs, o.nu))
