@@ -38,7 +38,7 @@ def plain_loop(p, steps: int | None = None) -> float:
     m = p.model
     model = m.module_at(m.w0)
     opt = p.optimizer.torch_optimizer(model.parameters())
-    rows = m.ops.index(p.table) if p.table.size else None
+    rows = None if p.batch_table is None else m.ops.index(p.batch_table)
     loss_fn = m.loss_fn
     sync(m.device)
     t0 = time.perf_counter()

@@ -158,12 +158,17 @@ def fit(
             options = SolverOptions(levels=cast(int, levels), cfactor=cfactor, tol=tol)  # checked there
     run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)
     final = run.states[-1] if run.solver is None else run.solver.final_state
-    stats = None
-    if problem.model.batchnorms and run.whole:
-        W = problem.ops.asarray(np.ascontiguousarray(problem.weights(run.states[:-1])))
-        stats = problem.model.running_stats(W, None if problem.schedule.full_batch else problem.table)
-    model_out = problem.model.module_at(problem.ops.asarray(np.ascontiguousarray(problem.weights(final))), stats)
-    out = FitResult(model_out, run.step_losses(), run.states, run.solver, run.wall_s, method, problem, run.points)
+    stats = problem.running_stats(run.states[:-1]) if problem.model.batchnorms and run.whole else None
+    out = FitResult(
+        problem.model_at(final, stats),
+        run.step_losses(),
+        run.states,
+        run.solver,
+        run.wall_s,
+        method,
+        problem,
+        run.points,
+    )
     if run.solver is not None and not run.solver.converged and not allow_unconverged:
         err: NotConvergedError = not_converged(run.solver, out)
         raise err

@@ -111,6 +111,14 @@ class TorchProblem(TrainingProblem):
         """The usual torch.optim loop's states after every step (:meth:`TorchModel.serial_states`)."""
         return self.serial_states()
 
-    def model_at(self, state: np.ndarray) -> nn.Module:
-        """A copy of the module with the weights of ``state``."""
-        return self.model.module_at(self.ops.asarray(np.ascontiguousarray(self.weights(state))))
+    def model_at(self, state: np.ndarray, stats: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """A copy of the module with the weights of ``state`` (and BatchNorm buffers ``stats``)."""
+        return self.model.module_at(self._weights_on_device(state), stats)
+
+    def running_stats(self, states: np.ndarray) -> dict[str, torch.Tensor]:
+        """The BatchNorm running statistics after the steps that start from the rows of ``states``
+        (steps 0, 1, ...): :meth:`TorchModel.running_stats` on this problem's batches."""
+        return self.model.running_stats(self._weights_on_device(states), self.batch_table)
+
+    def _weights_on_device(self, states: np.ndarray) -> torch.Tensor:
+        return self.ops.asarray(np.ascontiguousarray(self.weights(states)))

@@ -260,6 +260,11 @@ class TrainingProblem:
         (torch: ``loss.backward(); opt.step()``), else the loop of fine steps."""
         return self.serial_run("all")[1]
 
+    @property
+    def batch_table(self) -> np.ndarray | None:
+        """Step k's sample indices as row k (None for full-batch training: every step takes all)."""
+        return None if self.schedule.full_batch else self.table
+
     def kept_points(self, keep: Any) -> np.ndarray:
         """The fine points whose states a run keeps: ``"all"`` (0 .. N), ``"final"`` (0 and N), or an
         int K (every K-th point, and N): checkpoints."""
@@ -277,9 +282,8 @@ class TrainingProblem:
         them (the framework's loop), or None (the loop of fine steps, which computes no loss)."""
         points = self.kept_points(keep)
         if isinstance(self.model, HasSerialLoop):
-            table = None if self.schedule.full_batch else self.table
             states, losses = self.model.serial_run(
-                self.optimizer, table, self.n_steps, self.lrs, self.clip_grad_norm, points
+                self.optimizer, self.batch_table, self.n_steps, self.lrs, self.clip_grad_norm, points
             )
             return points, states, losses
         u = self.initial()
