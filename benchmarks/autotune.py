@@ -22,18 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pintrain.bench import best_of as best
 from pintrain.mgrit import SolverOptions, serial_solve, solve
 from pintrain.mgrit.autotune import choose
 from pintrain.training import model_problem
-
-
-def best(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pintrain.bench import best_of as best
 from pintrain.mgrit import Hierarchy, SolverOptions, solve
 from pintrain.torch.digits import digits_problem
 
@@ -49,15 +50,6 @@ def plain_loop(p, steps: int | None = None) -> float:
         opt.step()
     sync(m.device)
     return time.perf_counter() - t0
-
-
-def best(fn, repeat: int):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main() -> None:

@@ -12,21 +12,12 @@ bit for bit.  ``--profile`` prints torch.profiler's table of the default path.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
+from pintrain.bench import best_of
 from pintrain.torch.digits import digits_problem
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
@@ -45,10 +36,10 @@ def main() -> None:
         default = p.ops.pass_bytes
         p.ops.pass_bytes = 1 << 40
         whole = p.step_many(U, ks, 1)
-        one = best(lambda: p.step_many(U, ks, 1), args.repeat)  # noqa: B023
+        one = best_of(lambda: p.step_many(U, ks, 1), args.repeat)[0]  # noqa: B023
         p.ops.pass_bytes = default
         parts = p.step_many(U, ks, 1)
-        passes = best(lambda: p.step_many(U, ks, 1), args.repeat)  # noqa: B023
+        passes = best_of(lambda: p.step_many(U, ks, 1), args.repeat)[0]  # noqa: B023
         same = bool((whole == parts).all())
         print(f"| {optimizer} | {dtype} | {one / args.rows * 1e6:.1f} | {passes / args.rows * 1e6:.1f} | {same} |")
         if args.profile and optimizer == "adam" and dtype == "float32":

@@ -93,7 +93,8 @@ class TimedProblem:
         return self._timed(m, U.shape[0], lambda: step_many(self._problem, U, ks, m))
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """The shortest wall time of ``repeat`` calls of ``fn`` (at least one), and the last result."""
     best, out = np.inf, None
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
@@ -121,8 +122,8 @@ def bench_training(
             progress(f"training {problem}, N = {n}")
         kwargs = dict(coarse_options or {}) | ({} if coarse is None else {"coarse": coarse})
         p = model_problem(problem, steps=int(n), **kwargs)
-        serial_s, ref = _best(functools.partial(serial_solve, p), repeat)
-        mgrit_s, res = _best(functools.partial(solve, p, options=options, comm="serial"), repeat)
+        serial_s, ref = best_of(functools.partial(serial_solve, p), repeat)
+        mgrit_s, res = best_of(functools.partial(solve, p, options=options, comm="serial"), repeat)
         timed = TimedProblem(p)
         t0 = time.perf_counter()
         solve(timed, options=options, comm="serial")
@@ -168,7 +169,7 @@ def _auto_row(p: Any, options: SolverOptions, serial_s: float, ref: np.ndarray, 
     t0 = time.perf_counter()
     choice = choose(p, options, comm="serial")
     measure_s = time.perf_counter() - t0
-    mgrit_s, res = _best(functools.partial(solve, p, options=choice.options, comm="serial"), repeat)
+    mgrit_s, res = best_of(functools.partial(solve, p, options=choice.options, comm="serial"), repeat)
     return {
         "levels": choice.options.levels,
         "cfactor": list(choice.options.cfactor)
