@@ -45,7 +45,6 @@ class LevelState:
     def __init__(self, grid: Level, part: LevelPart, u0: Any, ops: ArrayOps, c_only: bool = False) -> None:
         self.grid, self.part, self.ops = grid, part, ops
         self.spacing, self.cfactor, self.base = grid.spacing, grid.cfactor, part.base
-        self.c_only = c_only
         self.kept: np.ndarray | None = None
         n_rows = part.n_rows
         if c_only:
@@ -61,6 +60,11 @@ class LevelState:
         self.fresh = False
         self.phi: np.ndarray | None = None
         self.applications = 0
+
+    @property
+    def c_only(self) -> bool:
+        """Whether the level keeps only its C-points (and ghost and last point): ``kept`` is set."""
+        return self.kept is not None
 
     def rows(self, js: np.ndarray) -> Any:
         """Rows of ``U`` holding the global points ``js`` (numpy), as an index of the level's arrays."""
@@ -93,7 +97,7 @@ class LevelState:
         """This rank's rows, without the ghost row."""
         if not self.part.n_rows:
             return self.U[:0]
-        return self.U[int(self.part.ghost) :] if self.c_only else self.U[self.part.lo - self.base :]
+        return self.U[self.part.lo - self.base :] if self.kept is None else self.U[int(self.part.ghost) :]
 
     def plus_g(self, js: np.ndarray, values: Any) -> Any:
         """``values + G[js]`` (the FAS right-hand side; nothing on the fine level)."""
