@@ -167,8 +167,9 @@ class SGD(Optimizer):
         self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None, out: Any = None
     ) -> Any:
         # the state is the weights: no split and join (a lone step of a small network is all overhead)
-        lr = self.lr if lrs is None else ops.column(lrs[k], S)
-        new = S - lr * (G + self.weight_decay * S if self.weight_decay else G)
+        new = S - self.rate(None if lrs is None else lrs[k], S, ops) * (
+            G + self.weight_decay * S if self.weight_decay else G
+        )
         if out is None:
             return new
         out[...] = new
