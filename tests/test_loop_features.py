@@ -3,6 +3,9 @@ classes and SGD's momentum keywords, learning-rate schedulers, gradient clipping
 batch order.  Each fine step equals the user's loop (written out here) to 1e-12 over 100 steps, and
 MGRIT gives the serial weights."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +17,10 @@ from pintrain.mgrit import serial_solve, solve
 from pintrain.torch import TorchProblem, fit, make_optimizer
 from pintrain.training import SGD, Adam, Momentum, model_problem
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_cases import small_data as data  # noqa: E402
+from torch_cases import small_net as net  # noqa: E402
+
 SCHEDULERS = {
     "step": lambda opt: sched.StepLR(opt, step_size=30, gamma=0.5),
     "cosine": lambda opt: sched.CosineAnnealingLR(opt, T_max=100, eta_min=1e-4),
@@ -21,17 +28,6 @@ SCHEDULERS = {
     "onecycle": lambda opt: sched.OneCycleLR(opt, max_lr=0.1, total_steps=100, cycle_momentum=False),
     "lambda": lambda opt: sched.LambdaLR(opt, lambda k: 1.0 / (1 + 0.05 * k)),
 }
-
-
-def net(seed=1):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
-
-
-def data(n=120):
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, 6, generator=g, dtype=torch.float64)
-    return X, (X[:, 0] > 0).long() + (X[:, 1] > 0.5).long()
 
 
 def users_loop(optimizer_cls, hyper, batches, scheduler=None, clip=None):

@@ -1,6 +1,8 @@
 """pintrain.torch: optimizers equal torch.optim, MGRIT equals the usual serial loop, clear refusals."""
 
 import copy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ from pintrain.torch import TorchProblem, UnsupportedModel, accuracy, fit, make_o
 from pintrain.torch.digits import digits_problem, load
 from pintrain.training import Batches
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_cases import small_data, small_net  # noqa: E402
+
 OPTIMIZERS = [
     ("sgd", {}),
     ("sgd", {"weight_decay": 1e-3}),
@@ -24,18 +29,6 @@ OPTIMIZERS = [
     ("adam", {"betas": (0.8, 0.99), "weight_decay": 1e-2}),
     ("adamw", {}),
 ]
-
-
-def small_net(seed=1):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
-
-
-def small_data(n=120):
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, 6, generator=g, dtype=torch.float64)
-    y = (X[:, 0] > 0).long() + (X[:, 1] > 0.5).long()
-    return X, y
 
 
 def small_problem(name="sgd", steps=100, lr=0.05, **kw):
