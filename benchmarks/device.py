@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pintrain.bench import best_of as best
+from pintrain.bench_torch import plain_loop as torch_loop
 from pintrain.mgrit import Hierarchy, SolverOptions, solve
 from pintrain.torch.digits import digits_problem
 
@@ -36,20 +37,7 @@ def sync(device: torch.device) -> None:
 
 def plain_loop(p, steps: int | None = None) -> float:
     """The loop a torch user writes, on the problem's device; returns its wall time."""
-    m = p.model
-    model = m.module_at(m.w0)
-    opt = p.optimizer.torch_optimizer(model.parameters())
-    rows = None if p.batch_table is None else m.ops.index(p.batch_table)
-    loss_fn = m.loss_fn
-    sync(m.device)
-    t0 = time.perf_counter()
-    for k in range(p.n_steps if steps is None else steps):
-        xb, yb = (m.X, m.y) if rows is None else (m.X[rows[k]], m.y[rows[k]])
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(xb), yb).backward()
-        opt.step()
-    sync(m.device)
-    return time.perf_counter() - t0
+    return torch_loop(p, steps)[0]
 
 
 def main() -> None:

@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from pintrain import bench
+from pintrain.bench_torch import TORCH_CASES, torch_table
 from pintrain.cli import main
 from pintrain.mgrit import SolverOptions, serial_solve, solve
 from pintrain.peer import PeerUnavailable
@@ -12,7 +14,7 @@ from pintrain.training import model_problem
 
 
 def test_cli_bench_writes_tables_json_and_plot(tmp_path, capsys):
-    argv = ["bench", "--sizes", "256,512", "--repeat", "1", "--no-pymgrit", "--out", str(tmp_path), "-q"]
+    argv = ["bench", "--sizes", "256,512", "--repeat", "1", "--no-pymgrit", "--no-torch", "--out", str(tmp_path), "-q"]
     assert main([*argv, "--levels", "3", "--cfactor", "8,4", "--tol", "1e-9"]) == 0
     out = capsys.readouterr().out
     assert "serial/MGRIT" in out and "Where MGRIT's time goes" in out
@@ -66,3 +68,33 @@ def test_bench_records_an_unavailable_peer_instead_of_failing(monkeypatch):
 def test_cli_bench_bad_sizes_is_a_message(capsys):
     assert main(["bench", "--sizes", "1k", "--no-pymgrit"]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_cli_bench_torch_models_against_the_torch_loop(tmp_path, capsys):
+    pytest.importorskip("torch")
+    argv = ["bench", "--sizes", "64", "--repeat", "1", "--no-pymgrit", "--torch-steps", "64", "--out", str(tmp_path)]
+    assert main([*argv, "-q", "--levels", "2", "--cfactor", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4. Torch models: the plain torch.optim loop against MGRIT" in out
+    record = json.loads((tmp_path / "bench.json").read_text())["torch"]
+    assert record["steps"] == 64 and record["threads"] == 1
+    assert [r["case"] for r in record["rows"]] == [c["case"] for c in TORCH_CASES]
+    for r in record["rows"]:
+        assert r["case"] in out and r["converged"]
+        # the final weights are the plain loop's, to the tolerance (float32: its round-off)
+        assert r["final_weights_max_rel_diff"] < (1e-4 if r["settings"].get("dtype") == "float32" else 1e-8)
+        assert r["mgrit_over_serial"] == r["mgrit_s"] / r["serial_s"]
+        assert abs(r["share_fine"] + r["share_coarse"] + r["share_solver"] - 1) < 1e-12
+        assert 0 < r["share_fine"] < 1 and 0 < r["share_coarse"] < 1
+
+
+def test_bench_torch_table_says_why_it_did_not_run():
+    text = torch_table({"steps": 1000, "threads": 1, "repeat": 3, "unavailable": "torch is not installed"})
+    assert "not run: torch is not installed" in text
+
+
+def test_cli_bench_bad_torch_settings_are_messages(capsys):
+    assert main(["bench", "--torch-steps", "1", "--no-pymgrit"]) == 2
+    assert "--torch-steps" in capsys.readouterr().err
+    assert main(["bench", "--threads", "0", "--no-pymgrit"]) == 2
+    assert "--threads" in capsys.readouterr().err

@@ -369,6 +369,19 @@ def _int(text: str) -> int:
 
 
 # -- pintrain bench ---------------------------------------------------------------------------
+def _bench_torch(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Part 4 (torch models against the torch.optim loop), or why it did not run."""
+    try:
+        import sklearn  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as err:
+        return {"steps": args.torch_steps, "threads": args.threads, "repeat": args.repeat,
+                "unavailable": f"{err.name} is not installed (pip install 'pintrain[torch]')"}  # fmt: skip
+    from .bench_torch import bench_torch
+
+    return bench_torch(args.torch_steps, repeat=args.repeat, threads=args.threads, progress=progress)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -384,6 +397,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise PintrainError(f"--sizes: {n} is not allowed: every N must be >= 2")
     if args.repeat < 1:
         raise PintrainError(f"--repeat={args.repeat} is not allowed: give an int >= 1")
+    if args.torch_steps < 2:
+        raise PintrainError(f"--torch-steps={args.torch_steps} is not allowed: give an int >= 2")
+    if args.threads < 1:
+        raise PintrainError(f"--threads={args.threads} is not allowed: give an int >= 1")
 
     if _mpi_rank() == 0:
         outputs.check_folder(args.out, "--out")
@@ -402,10 +419,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         progress=progress,
         coarse_options={} if args.sample is None else {"sample": args.sample},
     )
+    if not args.no_torch:
+        record["torch"] = _bench_torch(args, progress)
     if _mpi_rank() != 0:
         return EXIT_OK
     record["command"] = " ".join(["pintrain", *args.argv])
     print(bench.tables(record))
+    if "torch" in record:
+        from .bench_torch import torch_table
+
+        print("\n" + torch_table(record["torch"]))
     write_json(args.out / "bench.json", record)
     bench.plot(record, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.png'}")
@@ -515,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs (default 3)")
     pb.add_argument("--quick", action="store_true", help="only N <= 4096 (a smoke run)")
     pb.add_argument("--no-pymgrit", action="store_true", help="skip the PyMGRIT comparison")
+    pb.add_argument("--no-torch", action="store_true", help="skip the torch models against the torch.optim loop")
+    pb.add_argument("--torch-steps", type=int, default=1000, help="N of the torch models (default 1000)")
+    pb.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the torch models, both methods alike (default 1)"
+    )
     pb.add_argument(
         "--coarse-sample",
         dest="sample",
