@@ -2,7 +2,7 @@
 m-step map is known: MGRIT iterations against N for every candidate (issue 13's study).
 
     python benchmarks/coarse_lsq.py                      # the table of docs/convergence.md
-    python benchmarks/coarse_lsq.py --sizes 256,1024 --quick
+    python benchmarks/coarse_lsq.py --sizes 256,1024 --only split2,matched8
 
 The problem: L(w) = |A w - b|^2 / (2 n) with A (n x P) random and singular values spread so that
 the Hessian H = A^T A / n has condition number ``--cond``; full batch, so one step is affine:
@@ -22,6 +22,10 @@ matrix applied to the error (w - w*, v).  Candidates (m = spacing):
   one implicit SGD step of rate ``lr / (1 - mu)``, and the velocity set to its relaxed value;
 - ``implicit-union`` (momentum): the union step with the implicit SGD step for the weights and the
   frozen-gradient velocity (a cheap hybrid).
+- ``matched`` (momentum): ONE heavy-ball step with the m-step rates, ``v' = mu^m v + s_m g,
+  w' = w - m lr v'`` (``s_m = (1 - mu^m) / (1 - mu)``): its 2x2 blocks have exactly the fine
+  m-step map's determinant ``mu^m`` and, to first order, its slow eigenvalue ``1 - m lr h / (1 - mu)``;
+  ``matchedR``: the interval cut into sub-intervals of at most R steps, one such step each.
 
 Every candidate runs through pintrain's own solver (``pintrain.mgrit.solve``) on the same
 problem: tolerance 1e-10 on the residual (the initial error has norm about 4.5), FCF, V-cycles,
@@ -68,6 +72,20 @@ def coarse_map(name: str, H: np.ndarray, lr: float, mu: float | None, m: int) ->
         out = np.eye(M.shape[0])
         for q in parts:
             out = coarse_map("union", H, lr, mu, q) @ out
+        return out
+    if name.startswith("matched"):
+        # one heavy-ball step with the m-step rates: v' = mu^m v + s_m g, w' = w - m lr v'
+        r = int(name[7:] or m)
+        parts = [r] * (m // r) + ([m % r] if m % r else [])
+        out = np.eye(M.shape[0])
+        for q in parts:
+            if mu is None:
+                C = Id - q * lr * H
+            else:
+                sq = (1 - mu**q) / (1 - mu)
+                v_e, v_v = sq * H, mu**q * Id
+                C = np.block([[Id - q * lr * v_e, -q * lr * v_v], [v_e, v_v]])
+            out = C @ out
         return out
     if name == "union":
         if mu is None:
@@ -144,9 +162,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         lr = args.edge / lam if mu is None else args.edge / lam * (1 - mu)  # the same effective rate
         names = ["exact", "union", "split2", "split4", "implicit", "trapezoid"]
         if mu is not None:
+            names += ["matched", "matched4", "matched8", "matched16"]
             names += ["overdamped", "implicit-union", "stabilised-union", "stabilised-union-new"]
         for levels in args.levels:
-            for name in names:
+            for name in [n for n in names if not args.only or n in args.only]:
                 row = {"optimizer": opt, "lr": lr, "levels": levels, "coarse": name, "iterations": {}}
                 for n in args.sizes:
                     p = Linear(n, H, lr, mu, name)
@@ -171,6 +190,7 @@ def main() -> None:
     ap.add_argument("--edge", type=float, default=0.5, help="lr * lambda_max (effective lr for momentum)")
     ap.add_argument("--mu", type=float, default=0.9)
     ap.add_argument("--max-iter", type=int, default=40)
+    ap.add_argument("--only", type=lambda s: s.split(","), default=None, help="candidates to run (default: all)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     print("| optimizer | levels | coarse | " + " | ".join(f"N = {n}" for n in args.sizes) + " |")
