@@ -103,6 +103,23 @@ def test_fit_on_digits_mlp_same_weights_and_accuracy_as_serial():
     assert isinstance(res.model, nn.Sequential) and res.model is not model
 
 
+@pytest.mark.parametrize("norm", [False, True])
+def test_one_row_gradient_equals_the_batched_one(norm):
+    # the coarsest level's lone rows take plain autograd; over r step batches it must be the same
+    # union loss as the batched (vmap) rows: one forward pass (BatchNorm normalises over the union)
+    X, y = small_data()
+    layers = [nn.Linear(6, 8), nn.BatchNorm1d(8, track_running_stats=False)] if norm else [nn.Linear(6, 8)]
+    model = nn.Sequential(*layers, nn.Tanh(), nn.Linear(8, 3)).double()
+    p = TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, optimizer=make_optimizer("sgd", 0.1))
+    W = torch.stack([p.model.w0, p.model.w0 * 0.9])
+    for r in (1, 2, 4, 8):
+        b = p.batches(np.array([4, 4]), r)
+        both = p.model.gradient(W, b)
+        one = p.model.gradient(W[:1], Batches(b.idx[:1], b.r, b.weight))
+        scale = float(both[0].abs().max())
+        assert float((one[0] - both[0]).abs().max()) <= 1e-14 * scale
+
+
 def test_digits_cnn_problem_trains_and_reports_accuracy():
     p = digits_problem("digits-cnn", steps=96, lr=0.05)
     res = solve(p, levels=2, cfactor=4, tol=1e-9)
