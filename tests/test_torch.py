@@ -120,6 +120,41 @@ def test_one_row_gradient_equals_the_batched_one(norm):
         assert float((one[0] - both[0]).abs().max()) <= 1e-14 * scale
 
 
+def test_compiled_gradients_equal_eager_and_mgrit_equals_serial():
+    # compile=True: the batched gradients through torch.compile, in calls padded to a power of two rows
+    X, y = small_data()
+    kw = {"steps": 16, "batch_size": 16, "optimizer": "adam", "lr": 0.01}
+    res = fit(small_net(), nn.CrossEntropyLoss(), X, y, levels=2, tol=1e-10, compile=True, **kw)
+    ref = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    assert res.problem.model.compiled and res.solver.converged
+    assert np.abs(res.states - ref.states).max() < 1e-8
+    m = res.problem.model
+    W = torch.stack([m.w0 * (1 + 0.1 * i) for i in range(3)])
+    for ks, r in ((np.arange(3), 1), (np.arange(3), 2), (np.arange(1), 2)):
+        b = res.problem.batches(ks, r)
+        want = m._gradient_eager(W[: ks.size], b)
+        got = m.gradient(W[: ks.size], b)
+        assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
+
+
+def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatch):
+    X, y = small_data()
+    with pytest.raises(OptionError, match="compile"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, compile="yes")
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    message = "torch.compile could not compile.*no C\\+\\+ compiler found.*compile=False"
+    with pytest.raises(UnsupportedModel, match=message):
+        TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
+                     optimizer=make_optimizer("sgd", 0.1), compile=True)  # fmt: skip
+
+
 def test_digits_cnn_problem_trains_and_reports_accuracy():
     p = digits_problem("digits-cnn", steps=96, lr=0.05)
     res = solve(p, levels=2, cfactor=4, tol=1e-9)
@@ -281,6 +316,8 @@ def test_cli_refuses_options_that_do_not_apply(capsys):
     assert "union' or 'split" in capsys.readouterr().err
     assert main(["train", "--problem", "xor", "--optimizer", "adam"]) == 2
     assert "torch problems" in capsys.readouterr().err
+    assert main(["train", "--problem", "sine", "--compile"]) == 2
+    assert "--compile applies to the torch problems" in capsys.readouterr().err
     assert main(["train", "--problem", "digits-mlp", "--steps", "0"]) == 2
     assert "steps=0 is not allowed" in capsys.readouterr().err
     assert main(["train", "--problem", "digits-mlp", "--optimizer", "adam", "--momentum", "0.9"]) == 2

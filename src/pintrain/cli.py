@@ -188,13 +188,16 @@ NUMPY_FLAGS = {
     "paper1": ("data", "alpha_growth", "alpha_max", "max_ratio", "sample", "theta"),
     "paper2": ("data", "examples", "alpha_growth", "alpha_max", "max_ratio", "sample", "theta"),
 }
-TORCH_FLAGS = ("batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype", "device")
+TORCH_FLAGS = (
+    "batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype", "device", "compile",
+)  # fmt: skip
 TORCH_COARSE = ("union", "split")
 FLAG_NAMES = {
     "hidden": "--hidden", "batch_size": "--batch-size", "seed": "--seed", "max_ratio": "--max-ratio",
     "sample": "--coarse-sample", "data": "--data", "examples": "--examples", "alpha_growth": "--alpha-growth",
     "alpha_max": "--alpha-max", "optimizer": "--optimizer", "momentum": "--momentum",
     "weight_decay": "--weight-decay", "dtype": "--dtype", "device": "--device", "theta": "--theta",
+    "compile": "--compile",
 }  # fmt: skip
 
 
@@ -512,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 0; adamw 0.01)")
     g.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(default float64)")
     g.add_argument("--device", default=None, help='where the data, steps and states live: "cuda", "mps" (default cpu)')
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="batched gradients through torch.compile (seconds to compile once; pays on long runs)",
+    )
     pt.add_argument("--json", type=Path, default=None, help="write serial and MGRIT results as JSON")
     pt.add_argument("--plot", type=Path, default=None, help="write a PNG of residuals and loss curves")
     pt.add_argument("-q", "--quiet", action="store_true", help="print only the summary")

@@ -79,6 +79,7 @@ def digits_problem(
     sample: int | None = None,
     dtype: str = "float64",
     device: str | None = None,
+    compile: bool = False,
     **optimizer_kwargs: Any,
 ) -> TorchProblem:
     """A digits model problem: the network ``name`` ("digits-mlp" or "digits-cnn"), initialised from
@@ -107,4 +108,5 @@ def digits_problem(
         name=name,
         test_data=(data.X_test, data.y_test),
         device=device,
+        compile=compile,
     )

@@ -157,12 +157,17 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return dtype
 
 
+# compiled gradients take at most this many rows a call (a power of two; fewer are padded to one)
+COMPILED_ROWS = 128
+
+
 class TorchModel:
     """``module`` with ``loss_fn`` on ``(X, y)`` as a model backend; the module given is copied
     (converted to ``dtype`` and moved to ``device``), never changed.  The data, the weights and the
     solver's states live on ``device`` ("cpu", "cuda", "cuda:1", "mps", ...).  ``max_batch_samples``
     bounds the samples one vectorised pass takes (rows are processed in chunks), to bound memory on
-    coarse levels."""
+    coarse levels.  ``compile=True``: the batched gradients go through ``torch.compile``, in calls
+    of a power of two rows (at most ``COMPILED_ROWS``), so that a run compiles a few shapes once."""
 
     ops: ArrayOps
 
@@ -177,8 +182,11 @@ class TorchModel:
         max_batch_samples: int = 1 << 16,
         test_data: tuple[Any, Any] | None = None,
         device: str | torch.device | None = None,
+        compile: bool = False,
     ) -> None:
         check_module(module)
+        if not isinstance(compile, bool):
+            raise OptionError("compile", compile, "True or False")
         self.device = torch_device(device)
         self.ops = TorchOps(self.device)
         check_int("max_batch_samples", max_batch_samples, 1)
@@ -229,9 +237,10 @@ class TorchModel:
         self._loss_shared = vmap(self._loss_one, in_dims=(0, None, None))
         self._loss_many = vmap(self._loss_one)
         self._loss_unions = vmap(self._loss_union, in_dims=(0, 0, 0, None))
+        self.compiled = compile
         try:  # a trial gradient: refuse what torch.func cannot run now, not in the middle of a solve
             trial = np.tile(np.arange(min(self.n_samples, 8), dtype=np.int64), (2, 1))
-            float(self.gradient(torch.stack([self.w0, self.w0]), Batches(trial)).sum())  # waits for a device
+            float(self._gradient_eager(torch.stack([self.w0, self.w0]), Batches(trial)).sum())  # waits for a device
         except PintrainError:
             raise
         except Exception as err:
@@ -240,6 +249,8 @@ class TorchModel:
                 f"vmap): {type(err).__name__}: {err}. The loss must return a scalar, and the module must not "
                 "use .item(), data-dependent Python control flow or in-place updates of its inputs"
             ) from err
+        if compile:
+            self._compile()
 
     # -- pure functions of the flat weights ---------------------------------------------------
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -284,6 +295,11 @@ class TorchModel:
         return out if batches.weight == 1.0 else batches.weight * out
 
     def gradient(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        if self.compiled:
+            return self._gradient_compiled(W, batches)
+        return self._gradient_eager(W, batches)
+
+    def _gradient_eager(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         if W.shape[0] == 1 and (batches.r == 1 or (batches.r <= 4 and self.device.type == "cpu")):
             # one row (the coarsest level's sequential solve): plain autograd (for r batches the same
             # union loss as vmap's: one forward pass, each step's loss on its part) costs a third of
@@ -305,6 +321,52 @@ class TorchModel:
         g = g[None]
         return g if batches.weight == 1.0 else batches.weight * g
 
+    # -- compiled gradients (compile=True) ---------------------------------------------------------
+    def _compile(self) -> None:
+        """``torch.compile`` the batched gradients.  A compiled function is specialised to its row
+        count (vmap's batch size), so calls take at most ``COMPILED_ROWS`` rows, padded to a power
+        of two: a handful of shapes, each compiled once (seconds) and then reused."""
+        import torch._dynamo
+
+        # one compiled graph per (function, row bucket, r): more than dynamo's default cache of 8
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self._c_shared = torch.compile(self._grad_shared, dynamic=False)
+        self._c_one = torch.compile(self._grad_one, dynamic=False)
+        self._c_union = torch.compile(self._grad_union, dynamic=False)
+        try:
+            trial = np.tile(np.arange(min(self.n_samples, 8), dtype=np.int64), (2, 1))
+            float(self._gradient_compiled(torch.stack([self.w0, self.w0]), Batches(trial)).sum())
+        except Exception as err:
+            raise UnsupportedModel(
+                f"torch.compile could not compile this module's batched gradient: {type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; run with compile=False "
+                "(on a CPU, torch.compile also needs a C++ compiler)"
+            ) from None
+
+    def _gradient_compiled(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        rows = W.shape[0]
+        per_row = self.n_samples if batches.idx is None else max(1, batches.idx.shape[1])
+        cap = max(1, min(COMPILED_ROWS, self.max_batch_samples // per_row))
+        cap = 1 << (cap.bit_length() - 1)  # a power of two
+        out = torch.empty((rows, self.n_params), dtype=W.dtype, device=W.device)
+        for s in range(0, rows, cap):
+            w = W[s : s + cap]
+            n = w.shape[0]
+            size = 1 << (n - 1).bit_length()  # the bucket: the next power of two
+            if size > n:  # pad with copies of the first row (finite weights, a real batch)
+                w = torch.cat([w, w[:1].expand(size - n, -1)])
+            if batches.idx is None:
+                g = self._c_shared(w, self.X, self.y)
+            else:
+                idx = batches.idx[s : s + n]
+                if size > n:
+                    idx = np.concatenate([idx, np.repeat(idx[:1], size - n, axis=0)])
+                ix = self.ops.index(idx)
+                xb, yb = self.X[ix], self.y[ix]
+                g = self._c_one(w, xb, yb) if batches.r == 1 else self._c_union(w, xb, yb, batches.r)
+            out[s : s + n] = g[:n]
+        return out if batches.weight == 1.0 else batches.weight * out
+
     def loss(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         return self._eval(W, batches, self._loss_shared, self._loss_many, self._loss_unions)
 
@@ -316,6 +378,7 @@ class TorchModel:
             "n_params": self.n_params,
             "dtype": dtype,
             "device": str(self.device),
+            "compiled": self.compiled,
             "summary": f"{type(self.module).__name__}, {self.n_params} weights, {dtype}"
             + ("" if self.device.type == "cpu" else f", on {self.device}"),
         }

@@ -33,6 +33,7 @@ class TorchProblem(TrainingProblem):
     The state is ``[weights, optimizer slots, (t)]`` (:class:`~pintrain.training.Optimizer`); the
     model given is copied (converted to ``dtype``, moved to ``device``), never changed.  The solver
     keeps its level arrays as torch tensors on ``device``; results come back as numpy arrays.
+    ``compile=True`` runs the batched gradients through ``torch.compile`` (:class:`TorchModel`).
     """
 
     model: TorchModel
@@ -60,6 +61,7 @@ class TorchProblem(TrainingProblem):
         lr_scheduler: Any = None,
         lr_schedule: Any = None,
         clip_grad_norm: float | None = None,
+        compile: bool = False,
     ) -> None:
         backend = TorchModel(
             model,
@@ -70,6 +72,7 @@ class TorchProblem(TrainingProblem):
             max_batch_samples=max_batch_samples,
             test_data=test_data,
             device=device,
+            compile=compile,
         )
         if batches is not None:
             if isinstance(batches, torch.Tensor):
