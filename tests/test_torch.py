@@ -120,6 +120,24 @@ def test_one_row_gradient_equals_the_batched_one(norm):
         assert float((one[0] - both[0]).abs().max()) <= 1e-14 * scale
 
 
+@pytest.mark.parametrize("track", [False, True])
+def test_a_union_gradient_with_batchnorm_is_the_sum_of_its_step_gradients(track):
+    # a coarse step's g(w) is the sum of its m step losses' gradients; BatchNorm normalises by the
+    # batch, so each step's batch is normalised on its own, as in its step (not over the union)
+    X, y = small_data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8, track_running_stats=track), nn.Tanh(), nn.Linear(8, 3))
+    p = TorchProblem(
+        model.double(), nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, optimizer=make_optimizer("sgd", 0.1)
+    )
+    W = torch.stack([p.model.w0, p.model.w0 * 0.9])
+    ks = np.array([0, 5])
+    for r in (2, 4):
+        union = p.model.gradient(W, p.batches(ks, r))
+        steps = sum(p.model.gradient(W, p.batches(ks + j, 1)) for j in range(r))
+        assert float((union - steps).abs().max()) <= 1e-13 * float(steps.abs().max())
+
+
 def test_compiled_gradients_equal_eager_and_mgrit_equals_serial():
     # compile=True: the batched gradients through torch.compile, in calls padded to a power of two rows
     X, y = small_data()

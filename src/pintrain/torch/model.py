@@ -215,6 +215,9 @@ class TorchModel:
         # statistics, which no step reads: the stepped copy drops them (a pure function of the weights);
         # they follow from the converged trajectory (:meth:`running_stats`)
         self.batchnorms = [name for name, _ in batchnorms(self.module)]
+        # a layer that normalises by its batch couples a batch's samples: a union of step batches must
+        # then be evaluated step batch by step batch (every BatchNorm of the stepped copy uses batch statistics)
+        self.batch_coupled = any(isinstance(mod, BatchNorm) for mod in self.module.modules())
         for _, bn in batchnorms(self.module):
             bn.track_running_stats = False
             bn.running_mean = bn.running_var = bn.num_batches_tracked = None
@@ -265,7 +268,12 @@ class TorchModel:
         return self.loss_fn(functional_call(self.module, self.unflatten(w), (xb,)), yb)
 
     def _loss_union(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, r: int) -> torch.Tensor:
-        """Sum of r step losses: one forward pass over their batches, the loss on each step's part."""
+        """Sum of r step losses: one forward pass over their batches, the loss on each step's part;
+        with BatchNorm (which normalises by its batch) each step's batch on its own, as its step does."""
+        if self.batch_coupled:
+            b = xb.shape[0] // r
+            per_step = vmap(self._loss_one, in_dims=(None, 0, 0))
+            return per_step(w, xb.reshape(r, b, *xb.shape[1:]), yb.reshape(r, b, *yb.shape[1:])).sum()
         out = functional_call(self.module, self.unflatten(w), (xb,))
         b = out.shape[0] // r
         return vmap(self.loss_fn)(out.reshape(r, b, *out.shape[1:]), yb.reshape(r, b, *yb.shape[1:])).sum()
