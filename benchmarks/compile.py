@@ -1,7 +1,7 @@
 """MGRIT with the batched gradients through ``torch.compile`` (``compile=True``) against eager, and
 both against the plain torch.optim loop, side by side in one process.
 
-    python benchmarks/compile.py                          # digits MLP, N = 4096, SGD f64 and Adam f32
+    python benchmarks/compile.py                          # digits MLP, N = 4096, SGD f64, Adam f32 and f64
     python benchmarks/compile.py --sizes 1024 --cases sgd-float64
 
 For every case: the plain loop (``pintrain.bench_torch.plain_loop``), MGRIT eager, MGRIT compiled
@@ -29,7 +29,7 @@ from pintrain.bench_torch import plain_loop
 from pintrain.mgrit import SolverOptions, solve
 from pintrain.torch.digits import digits_problem
 
-CASES = {"sgd-float64": ("sgd", "float64"), "adam-float32": ("adam", "float32")}
+CASES = {"sgd-float64": ("sgd", "float64"), "adam-float32": ("adam", "float32"), "adam-float64": ("adam", "float64")}
 
 
 def timed_solve(p, options: SolverOptions) -> dict:
