@@ -106,7 +106,7 @@ def test_fit_on_digits_mlp_same_weights_and_accuracy_as_serial():
 @pytest.mark.parametrize("norm", [False, True])
 def test_one_row_gradient_equals_the_batched_one(norm):
     # the coarsest level's lone rows take plain autograd; over r step batches it must be the same
-    # union loss as the batched (vmap) rows: one forward pass (BatchNorm normalises over the union)
+    # union loss as the batched (vmap) rows (with BatchNorm: each step's batch normalised on its own)
     X, y = small_data()
     layers = [nn.Linear(6, 8), nn.BatchNorm1d(8, track_running_stats=False)] if norm else [nn.Linear(6, 8)]
     model = nn.Sequential(*layers, nn.Tanh(), nn.Linear(8, 3)).double()
@@ -115,9 +115,19 @@ def test_one_row_gradient_equals_the_batched_one(norm):
     for r in (1, 2, 4, 8):
         b = p.batches(np.array([4, 4]), r)
         both = p.model.gradient(W, b)
-        one = p.model.gradient(W[:1], Batches(b.idx[:1], b.r, b.weight))
+        one = p.model.gradient_lone(W[:1], Batches(b.idx[:1], b.r, b.weight))
         scale = float(both[0].abs().max())
         assert float((one[0] - both[0]).abs().max()) <= 1e-14 * scale
+    # the lone path is the sequential solve's (problem.step) alone: a lone row of a batched call
+    # (step_many) takes the batched path, so that the answer cannot depend on how rows are laid out
+    calls = []
+    lone = p.model.gradient_lone
+    p.model.gradient_lone = lambda W, b: calls.append(W.shape[0]) or lone(W, b)
+    u = p.initial()
+    p.step_many(u[None], np.array([0]), 4)
+    assert calls == []
+    p.step(u, 0, 4)
+    assert calls and set(calls) == {1}
 
 
 @pytest.mark.parametrize("track", [False, True])

@@ -308,13 +308,20 @@ class TorchModel:
         return self._gradient_eager(W, batches)
 
     def _gradient_eager(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
-        if W.shape[0] == 1 and (batches.r == 1 or (batches.r <= 4 and self.device.type == "cpu")):
-            # one row (the coarsest level's sequential solve): plain autograd (for r batches the same
-            # union loss as vmap's: one forward pass, each step's loss on its part) costs a third of
-            # vmap's call on a GPU and, on a CPU, 0.34 / 0.55 / 0.57 / 1.0 of it for 1 / 2 / 4 / 8
-            # batches (digits MLP, one thread); on a GPU more than vmap's for r > 1 (measured)
-            return self._gradient_one_row(W, batches)
         return self._eval(W, batches, self._grad_shared, self._grad_one, self._grad_union)
+
+    def gradient_lone(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        """One row stepped on its own (the coarsest level's sequential solve; rounds differently
+        from :meth:`gradient`, so the solver takes it only there).  Compiled: the compiled call.
+        Else plain autograd (for r batches the same union loss as vmap's: one forward pass, each
+        step's loss on its part), which costs a third of vmap's call on a GPU and, on a CPU, 0.34 /
+        0.55 / 0.57 / 1.0 of it for 1 / 2 / 4 / 8 batches (digits MLP, one thread); on a GPU more
+        than vmap's for r > 1 (measured)."""
+        if self.compiled:
+            return self._gradient_compiled(W, batches)
+        if batches.r == 1 or (batches.r <= 4 and self.device.type == "cpu"):
+            return self._gradient_one_row(W, batches)
+        return self._gradient_eager(W, batches)
 
     def _gradient_one_row(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         with torch.enable_grad():

@@ -58,6 +58,18 @@ class Model(Protocol):
 
 
 @runtime_checkable
+class HasLoneGradient(Protocol):
+    """A model with a cheaper path for one weight vector stepped on its own (the coarsest level's
+    sequential solve, :meth:`~pintrain.training.TrainingProblem.step`).  It may round differently
+    from :meth:`Model.gradient`; the solver takes it only where every layout of ranks takes it
+    (the coarsest solve, on rank 0), so that the answer stays the same at any rank count."""
+
+    def gradient_lone(self, W: Any, batches: Batches) -> Any:
+        """:meth:`Model.gradient` of a single row (W of shape (1, P))."""
+        ...
+
+
+@runtime_checkable
 class Linearizable(Protocol):
     """A model that gives its output Jacobian (numpy arrays), for linearly implicit coarse steps."""
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..arrays import NUMPY
 from ..errors import OptionError, check_int, check_memory, check_positive
-from .model import Batches, HasMetrics, HasSerialLoop, Linearizable, Model
+from .model import Batches, HasLoneGradient, HasMetrics, HasSerialLoop, Linearizable, Model
 from .optimizers import SGD, Optimizer
 from .propagators import COARSE_PROPAGATORS
 from .schedule import Schedule, check_steps, coarse_steps
@@ -65,6 +65,8 @@ class TrainingProblem:
         if coarse not in COARSE_PROPAGATORS:
             raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
         self.linearizable = isinstance(model, Linearizable)  # checked once: isinstance on a protocol is slow
+        self._lone_path = isinstance(model, HasLoneGradient)
+        self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
             self.linearizable, optimizer, self.lrs is not None, self.clip_grad_norm is not None
         )
@@ -165,7 +167,7 @@ class TrainingProblem:
                 out[...] = new
             return new
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
-        G = self.model.gradient(W, self.batches(ks, 1))
+        G = self._gradient(W, self.batches(ks, 1))
         if self.clip_grad_norm is not None:
             G = self.clip(G)
         return self.optimizer.fine(S, G, ks, self.ops, self.lrs, out)
@@ -180,7 +182,18 @@ class TrainingProblem:
         return G * self.ops.column(coef, G)
 
     def step(self, u: Any, k: int, m: int) -> Any:
-        return self.step_many(u[None, :], np.array([k]), m)[0]
+        """One state on its own (the solver's sequential coarsest solve): a model's lone-row path
+        (:class:`~pintrain.training.model.HasLoneGradient`) is taken here and only here."""
+        self._lone = self._lone_path
+        try:
+            return self.step_many(u[None, :], np.array([k]), m)[0]
+        finally:
+            self._lone = False
+
+    def _gradient(self, W: Any, batches: Batches) -> Any:
+        if self._lone and W.shape[0] == 1:
+            return cast(HasLoneGradient, self.model).gradient_lone(W, batches)
+        return self.model.gradient(W, batches)
 
     @property
     def divergence_hint(self) -> str:
@@ -232,12 +245,12 @@ class TrainingProblem:
     def gradient_sum(self, W: Any, ks: np.ndarray, m: int) -> Any:
         """``sum_{j=k}^{k+m-1} grad L_j(w)`` for every row (the gradient over the union of the m batches;
         estimated from r of them, weighted m / r, with the ``sample=r`` coarse option)."""
-        return self.model.gradient(W, self.batches(ks, m))
+        return self._gradient(W, self.batches(ks, m))
 
     def gradient_all(self, W: Any, ks: np.ndarray, m: int) -> Any:
         """The gradient of one step's loss over the whole training set, for every row."""
         check_steps(np.asarray(ks), m, self.n_steps)
-        return self.model.gradient(W, Batches(None))
+        return self._gradient(W, Batches(None))
 
     def gradient_level(self, W: Any, ks: np.ndarray, m: int) -> Any:
         """The gradient of fine step ``i = k / m``'s loss on its own batch: a level's step i trains
@@ -245,7 +258,7 @@ class TrainingProblem:
         ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         check_steps(ks, m, self.n_steps)
         if self.schedule.full_batch:
-            return self.model.gradient(W, Batches(None))
+            return self._gradient(W, Batches(None))
         return self.model.gradient(W, Batches(self.table[ks // m]))
 
     def linearization(self, W: np.ndarray, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
