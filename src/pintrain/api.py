@@ -128,7 +128,7 @@ def train(
 def not_converged(res: Result, partial: Any) -> NotConvergedError:
     """The error for a solve that stopped above its tolerance, carrying what it reached."""
     how = (
-        f"stalled after {res.iterations} iterations: the residual {res.residuals[-1]:.3e} stopped changing above tol "
+        f"stalled after {res.iterations} iterations: the residual {res.residuals[-1]:.3e} stopped decreasing above tol "
         f"{res.options.tol:g} (a round-off floor: the trajectory amplifies round-off; a tolerance above it, or a "
         "smaller learning rate)"
         if res.stalled
