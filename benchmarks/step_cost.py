@@ -6,7 +6,9 @@
 One torch thread.  "one pass" sets ``ops.pass_bytes`` above the states' size, so the step takes all
 rows at once (what pintrain did before passes); "passes" is the default (16 MB of states a pass on a
 CPU).  Every timing is the best of ``--repeat`` in the same process; the two outputs are compared
-bit for bit.  ``--profile`` prints torch.profiler's table of the default path.
+bit for bit.  "compiled": the default path with ``compile=True`` (the gradients through torch.compile,
+in calls of at most 128 rows; compiled once before timing), compared with the default path to
+rounding.  ``--profile`` prints torch.profiler's table of the default path.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print("| optimizer | dtype | one pass (us/row) | passes (us/row) | same bits |")
-    print("|---|---|---:|---:|---|")
+    print("| optimizer | dtype | one pass (us/row) | passes (us/row) | same bits | compiled (us/row) | max rel diff |")
+    print("|---|---|---:|---:|---|---:|---:|")
     for optimizer, dtype in (("adam", "float32"), ("adam", "float64"), ("sgd", "float64")):
         p = digits_problem("digits-mlp", steps=max(2 * args.rows, 1000), optimizer=optimizer, dtype=dtype)
         U = p.ops.asarray(np.repeat(np.asarray(p.initial())[None], args.rows, 0))
@@ -41,7 +43,16 @@ def main() -> None:
         parts = p.step_many(U, ks, 1)
         passes = best_of(lambda: p.step_many(U, ks, 1), args.repeat)[0]  # noqa: B023
         same = bool((whole == parts).all())
-        print(f"| {optimizer} | {dtype} | {one / args.rows * 1e6:.1f} | {passes / args.rows * 1e6:.1f} | {same} |")
+        pc = digits_problem(
+            "digits-mlp", steps=max(2 * args.rows, 1000), optimizer=optimizer, dtype=dtype, compile=True
+        )
+        compiled = pc.step_many(U, ks, 1)  # compiles the shapes it meets
+        comp = best_of(lambda: pc.step_many(U, ks, 1), args.repeat)[0]  # noqa: B023
+        rel = float((compiled - parts).abs().max() / parts.abs().max())
+        print(
+            f"| {optimizer} | {dtype} | {one / args.rows * 1e6:.1f} | {passes / args.rows * 1e6:.1f} | {same} "
+            f"| {comp / args.rows * 1e6:.1f} | {rel:.1e} |"
+        )
         if args.profile and optimizer == "adam" and dtype == "float32":
             from torch.profiler import ProfilerActivity, profile
 
