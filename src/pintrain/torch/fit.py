@@ -96,7 +96,10 @@ def fit(
     converged on 12 of the 15 cases of ``docs/convergence.md`` where "union" converged on 5; see
     :mod:`pintrain.training.propagators`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
-    round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5).
+    round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5,
+    and more for long runs: the residual is an l2 norm over the C-points, so its floor grows with
+    sqrt(steps); the digits MLP with Adam stalls at 1.3e-5 for 4096 steps, and a solve that stalls
+    there stops and says so).
     What a training loop has, in its own words, inside the evolution (so MGRIT still gives the
     loop's weights): ``optimizer`` may be ``torch.optim.SGD``/``Adam``/``AdamW`` itself, and "sgd"
     takes ``momentum``, ``dampening``, ``nesterov`` as torch.optim.SGD does; ``lr_scheduler`` is
