@@ -241,9 +241,12 @@ class TorchModel:
         self._loss_many = vmap(self._loss_one)
         self._loss_unions = vmap(self._loss_union, in_dims=(0, 0, 0, None))
         self.compiled = compile
-        try:  # a trial gradient: refuse what torch.func cannot run now, not in the middle of a solve
-            trial = np.tile(np.arange(min(self.n_samples, 8), dtype=np.int64), (2, 1))
-            float(self._gradient_eager(torch.stack([self.w0, self.w0]), Batches(trial)).sum())  # waits for a device
+        # a trial gradient of two rows: refuse what torch.func (or torch.compile) cannot run now, not in the
+        # middle of a solve
+        samples = np.arange(min(self.n_samples, 8), dtype=np.int64)
+        trial = (torch.stack([self.w0, self.w0]), Batches(np.tile(samples, (2, 1))))
+        try:
+            float(self._gradient_eager(*trial).sum())  # waits for a device
         except PintrainError:
             raise
         except Exception as err:
@@ -253,7 +256,7 @@ class TorchModel:
                 "use .item(), data-dependent Python control flow or in-place updates of its inputs"
             ) from err
         if compile:
-            self._compile()
+            self._compile(*trial)
 
     # -- pure functions of the flat weights ---------------------------------------------------
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -282,9 +285,13 @@ class TorchModel:
     def initial_weights(self) -> torch.Tensor:
         return self.w0.clone()
 
-    def _chunks(self, W: torch.Tensor, batches: Batches) -> list[tuple[torch.Tensor, np.ndarray | None]]:
+    def _chunk_rows(self, batches: Batches) -> int:
+        """Rows one vectorised call takes: its samples within ``max_batch_samples``."""
         per_row = self.n_samples if batches.idx is None else max(1, batches.idx.shape[1])
-        chunk = max(1, self.max_batch_samples // per_row)
+        return max(1, self.max_batch_samples // per_row)
+
+    def _chunks(self, W: torch.Tensor, batches: Batches) -> list[tuple[torch.Tensor, np.ndarray | None]]:
+        chunk = self._chunk_rows(batches)
         return [
             (W[s : s + chunk], None if batches.idx is None else batches.idx[s : s + chunk])
             for s in range(0, W.shape[0], chunk)
@@ -337,7 +344,7 @@ class TorchModel:
         return g if batches.weight == 1.0 else batches.weight * g
 
     # -- compiled gradients (compile=True) ---------------------------------------------------------
-    def _compile(self) -> None:
+    def _compile(self, W: torch.Tensor, trial: Batches) -> None:
         """``torch.compile`` the batched gradients.  A compiled function is specialised to its row
         count (vmap's batch size), so calls take at most ``COMPILED_ROWS`` rows, padded to a power
         of two: a handful of shapes, each compiled once (seconds) and then reused."""
@@ -349,8 +356,7 @@ class TorchModel:
         self._c_one = torch.compile(self._grad_one, dynamic=False)
         self._c_union = torch.compile(self._grad_union, dynamic=False)
         try:
-            trial = np.tile(np.arange(min(self.n_samples, 8), dtype=np.int64), (2, 1))
-            float(self._gradient_compiled(torch.stack([self.w0, self.w0]), Batches(trial)).sum())
+            float(self._gradient_compiled(W, trial).sum())
         except Exception as err:
             raise UnsupportedModel(
                 f"torch.compile could not compile this module's batched gradient: {type(err).__name__}: "
@@ -360,8 +366,7 @@ class TorchModel:
 
     def _gradient_compiled(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         rows = W.shape[0]
-        per_row = self.n_samples if batches.idx is None else max(1, batches.idx.shape[1])
-        cap = max(1, min(COMPILED_ROWS, self.max_batch_samples // per_row))
+        cap = min(COMPILED_ROWS, self._chunk_rows(batches))
         cap = 1 << (cap.bit_length() - 1)  # a power of two
         out = torch.empty((rows, self.n_params), dtype=W.dtype, device=W.device)
         for s in range(0, rows, cap):

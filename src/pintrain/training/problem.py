@@ -150,8 +150,8 @@ class TrainingProblem:
         """The step of every row, in passes of at most ``ops.pass_bytes`` of states (see
         :attr:`~pintrain.arrays.ArrayOps.pass_bytes`), written into one output."""
         rows = max(2, self.ops.pass_bytes // max(1, S.shape[1] * S.dtype.itemsize + self._activation_bytes))
-        n = S.shape[0] // rows  # near-equal passes of rows..2 rows: never a lone row, which a model may
-        if n <= 1:  # step by another path (plain autograd for one row: other rounding)
+        n = S.shape[0] // rows  # near-equal passes of rows..2 rows: never a lone row (a model's cost per
+        if n <= 1:  # row is worst for one row, and a row's rounding should not depend on its pass)
             return self._step(S, ks, m)
         out = self.ops.empty(S.shape, S)
         cuts = [S.shape[0] * i // n for i in range(n + 1)]
@@ -259,7 +259,7 @@ class TrainingProblem:
         check_steps(ks, m, self.n_steps)
         if self.schedule.full_batch:
             return self._gradient(W, Batches(None))
-        return self.model.gradient(W, Batches(self.table[ks // m]))
+        return self._gradient(W, Batches(self.table[ks // m]))
 
     def linearization(self, W: np.ndarray, ks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         """``(J, r, scale)`` over the union of the m batches (:class:`~pintrain.training.model.Linearizable`)."""
