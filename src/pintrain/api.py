@@ -129,8 +129,9 @@ def not_converged(res: Result, partial: Any) -> NotConvergedError:
     """The error for a solve that stopped above its tolerance, carrying what it reached."""
     how = (
         f"stalled after {res.iterations} iterations: the residual {res.residuals[-1]:.3e} stopped decreasing above tol "
-        f"{res.options.tol:g} (a round-off floor: the trajectory amplifies round-off; a tolerance above it, or a "
-        "smaller learning rate)"
+        f"{res.options.tol:g}: a round-off floor (the trajectory amplifies round-off: a tolerance above it, or a "
+        "smaller learning rate) or, far above round-off, an iteration that no longer contracts (a stabler coarse "
+        "propagator, fewer levels or a smaller cfactor)"
         if res.stalled
         else f"did not converge in {res.iterations} iterations (residual {res.residuals[-1]:.3e} > tol "
         f"{res.options.tol:g}; raise max_iter, or use a stabler coarse propagator, fewer levels or a smaller cfactor)"

@@ -305,8 +305,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif m.stalled:
         print(
             f"NOT converged: the residual stopped at {m.residuals[-1]:.2e} after {m.iterations} iterations, "
-            f"above tol {opts.tol:g}: a round-off floor (the trajectory amplifies round-off). Raise --tol above "
-            "it, or lower --lr"
+            f"above tol {opts.tol:g}: a round-off floor (the trajectory amplifies round-off: raise --tol above "
+            "it, or lower --lr) or, far above round-off, an iteration that no longer contracts (a stabler "
+            "--coarse, fewer --levels or a smaller --cfactor)"
         )
     else:
         print(

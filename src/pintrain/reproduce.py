@@ -313,7 +313,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"Settings: cfactor {s['cfactor']}, {s['relax']}, tolerance {s['tol']} ({s['norm']}), at most "
         f"{s['max_iter']} iterations, coarsest level at most {s['max_coarse']} steps (two-level: 2 levels), "
         f"initial guess {s['guess']}. Cells: iterations (rho = {s['rho']}); `{MAX_ITER}+`: not converged in "
-        f"{MAX_ITER}; `stall (r)`: not converged, the residual stopped decreasing at r (a round-off floor); "
+        f"{MAX_ITER}; `stall (r)`: not converged, the residual stopped decreasing at r (a round-off floor, "
+        "or no contraction); "
         "`div (Lk)`: diverged on level k. **Bold**: more than one iteration from the paper.",
         "",
         "## The paper's tables",

@@ -19,7 +19,8 @@ class Result:
     whole trajectory on one process; on several ranks each rank's own block, or everything on
     rank 0 with ``gather=True``); ``residuals[i]`` is the residual norm after iteration ``i + 1``;
     ``convergence_factors[i]`` is ``residuals[i + 1] / residuals[i]``.  ``stalled``: the solve
-    stopped early, not converged, because the residual stopped decreasing (a round-off floor).
+    stopped early, not converged, because the residual stopped decreasing (a round-off floor, or
+    an iteration that no longer contracts).
     ``points``: with ``storage="c-points"`` the fine points the rows of ``states`` hold (the fine
     C-points and N, at any rank count); None when the rows are consecutive from ``first_index``.
     """
