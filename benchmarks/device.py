@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 
 from pintrain.bench import best_of as best
 from pintrain.bench_torch import plain_loop as torch_loop
-from pintrain.mgrit import Hierarchy, SolverOptions, solve
+from pintrain.mgrit import Hierarchy, SolverOptions, default_tol, solve
 from pintrain.torch.digits import digits_problem
 
 
@@ -48,12 +49,13 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--levels", type=int, default=0, help="0: coarsen until at most 16 points remain")
     ap.add_argument("--cfactor", type=int, default=4)
-    ap.add_argument("--coarse", default="union", help="coarse propagator (union or split)")
-    ap.add_argument("--max-ratio", type=int, default=4, help="split: longest sub-interval")
+    ap.add_argument("--coarse", default="split", help="coarse propagator (split, fit's default, or union)")
+    ap.add_argument("--max-ratio", type=int, default=2, help="split: longest sub-interval (fit's default 2)")
     ap.add_argument("--max-iter", type=int, default=60)
     ap.add_argument("--costs", action="store_true", help="only the cost of one batched step against the rows")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="batched gradients through torch.compile")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,7 +64,6 @@ def main() -> None:
         return
     rows = []
     for dtype in args.dtypes.split(","):
-        tol = 1e-5 if dtype == "float32" else 1e-9
         for name in args.optimizers.split(","):
             lr = 0.002 if name.startswith("adam") else 0.05
             for n in (int(s) for s in args.sizes.split(",")):
@@ -75,15 +76,14 @@ def main() -> None:
                     device=args.device,
                     coarse=args.coarse,
                     max_ratio=args.max_ratio,
+                    compile=args.compile,
                 )
                 levels = args.levels or 64
                 opts = SolverOptions(
-                    levels=levels,
-                    cfactor=args.cfactor,
-                    tol=tol,
-                    max_iter=args.max_iter,
-                    max_coarse=None if args.levels else 16,
+                    levels=levels, cfactor=args.cfactor, max_iter=args.max_iter, max_coarse=None if args.levels else 16
                 )
+                tol = default_tol(np.asarray(p.initial()).dtype, n, opts)  # fit's default (float32: above its floor)
+                opts = replace(opts, tol=tol)
                 plain_loop(p, 50)  # warm-up (kernels, allocator)
                 serial_s = min(plain_loop(p) for _ in range(args.repeat))
                 kept_s, ref = best(p.serial_states, 1)
@@ -93,6 +93,7 @@ def main() -> None:
                     "dtype": dtype,
                     "N": n,
                     "coarse": p.coarse,
+                    "max_ratio": args.max_ratio,
                     "levels": len(Hierarchy(n, opts)),
                     "cfactor": args.cfactor,
                     "tol": tol,
@@ -100,6 +101,7 @@ def main() -> None:
                     "serial_kept_s": kept_s,
                     "mgrit_s": mgrit_s,
                     "serial_over_mgrit": serial_s / mgrit_s,
+                    "compile": args.compile,
                     "iterations": res.iterations,
                     "converged": res.converged,
                     "max_abs_diff": float(np.abs(res.states - ref).max()),

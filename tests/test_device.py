@@ -119,3 +119,21 @@ def test_cuda_c_point_storage_gives_full_storage_bit_for_bit():
     assert full.converged and cpts.residuals == full.residuals
     np.testing.assert_array_equal(cpts.states, full.states[cpts.points])
     assert p.ops.pass_bytes > 1 << 30  # a GPU takes its batches whole
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_compiled_gradients_give_the_serial_weights():
+    X, y = data()
+    kw = {"steps": 64, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "seed": 2, "device": "cuda"}
+    serial = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    res = fit(net(), nn.CrossEntropyLoss(), X, y, levels=2, tol=1e-10, compile=True, **kw)  # few shapes
+    assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-8
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_float32_default_tolerance_converges():
+    X, y = data()
+    kw = {"steps": 1024, "batch_size": 16, "optimizer": "sgd", "lr": 0.05, "seed": 2, "device": "cuda"}
+    serial = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", dtype="float32", **kw)
+    res = fit(net(), nn.CrossEntropyLoss(), X, y, dtype="float32", **kw)  # tol by default above float32's floor
+    assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-4

@@ -238,6 +238,16 @@ def test_a_wobbling_floor_is_a_stall_and_a_transient_or_slow_decrease_is_not():
     hump = [11.9, 2.08, 1.67, 1.78, 1.96, 2.17, 2.40, 2.61, 2.74, 2.72, 2.52, 2.16, 1.71, 1.25, 0.838, 0.519]
     for history in (transient, slow, hump):
         assert not any(_stalled(history[: i + 1]) for i in range(len(history)))
+        assert not any(_stalled(history[: i + 1], roundoff=1e-8) for i in range(len(history)))
+    # a noisier float32 floor (a small MLP, N = 1024: eps sqrt(256) = 1.9e-6): a stall within a
+    # thousand round-off units of it, not far above it
+    noisy = [2.69e-2, 6.48e-4, 7.55e-6, 3.58e-6, 2.30e-6, 2.04e-6, 2.14e-6, 2.01e-6, 1.87e-6, 2.22e-6]
+    noisy += [2.35e-6, 2.08e-6, 1.88e-6, 1.89e-6, 1.98e-6, 1.93e-6, 1.91e-6, 1.91e-6, 1.98e-6, 1.95e-6]
+    unit = float(np.finfo(np.float32).eps) * 16
+    first = next(i + 1 for i in range(len(noisy)) if _stalled(noisy[: i + 1], roundoff=unit))
+    assert first == 14
+    assert not any(_stalled(noisy[: i + 1]) for i in range(len(noisy)))  # without the unit: never
+    assert not any(_stalled([r * 1e4 for r in noisy[: i + 1]], roundoff=unit) for i in range(len(noisy)))
 
 
 def test_a_stalled_solve_stops_early_and_says_so():

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from . import __version__, outputs
 from .errors import DivergenceError, NotConvergedError, PintrainError, gib
-from .mgrit import Hierarchy, SolverOptions, describe, serial_solve, solve
+from .mgrit import Hierarchy, SolverOptions, default_tol, describe, serial_solve, solve
+from .mgrit.options import DEFAULT_TOL
 from .training.propagators import COARSE_PROPAGATORS
 
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERNAL = 0, 1, 2, 3, 4
@@ -46,7 +48,13 @@ def add_solver_arguments(
     )
     g.add_argument("--relax", default="FCF", help='relaxation: "F", "FCF", "FCFCF", ... (default FCF)')
     g.add_argument("--cycle", default="V", choices=["V", "F"], help="cycle type (default V)")
-    g.add_argument("--tol", type=float, default=tol, help=f"absolute residual tolerance (default {tol:g})")
+    by_dtype = "; float32: 10 eps sqrt(N / cfactor), above its round-off floor" if auto else ""
+    g.add_argument(
+        "--tol",
+        type=float,
+        default=None if auto else tol,
+        help=f"absolute residual tolerance (default {tol:g}{by_dtype})",
+    )
     g.add_argument("--rtol", type=float, default=None, help="residual tolerance relative to the first")
     g.add_argument("--max-iter", type=int, default=50, help="maximum MGRIT iterations (default 50)")
     g.add_argument("--nested", action="store_true", help="initial guess by nested iteration")
@@ -86,7 +94,7 @@ def options_from_args(args: argparse.Namespace) -> SolverOptions:
         cfactor=cfactor,
         relax=args.relax,
         cycle=args.cycle,
-        tol=args.tol,
+        tol=DEFAULT_TOL if args.tol is None else args.tol,
         rtol=args.rtol,
         max_iter=args.max_iter,
         nested=args.nested,
@@ -262,6 +270,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     chosen = auto_settings(args, problem, opts)
     if chosen is not None:
         opts = chosen.options
+    if args.tol is None:  # the default: above the round-off floor of the problem's dtype
+        opts = replace(opts, tol=default_tol(np.asarray(problem.initial()).dtype, problem.n_steps, opts))
     if not quiet:
         print(f"pintrain train: {problem.summary()}")
         if chosen is not None:

@@ -1,7 +1,7 @@
 """The time-parallel solver: nonlinear (FAS) MGRIT for any evolution ``u_{k+1} = step(u_k, k, 1)``."""
 
 from .hierarchy import Hierarchy, Level
-from .options import SolverOptions
+from .options import SolverOptions, default_tol
 from .problem import Problem, serial_solve, step_many
 from .result import Result
 from .solver import describe, solve
@@ -12,6 +12,7 @@ __all__ = [
     "Problem",
     "Result",
     "SolverOptions",
+    "default_tol",
     "describe",
     "serial_solve",
     "solve",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import numpy as np
 
 from ..errors import OptionError, check_int, check_positive
 
@@ -14,6 +17,10 @@ NORMS = ("l2", "inf")
 GUESSES = ("zero", "initial")
 STORAGES = ("full", "c-points")
 MAX_NU = 100
+DEFAULT_TOL = 1e-9
+# the round-off floor of the l2 residual, measured in float32 (benchmarks/float32_floor.py: 7 cases, N = 1024
+# and 4096): 0.9-3.4 eps sqrt(n_C); a default tolerance this many times eps sqrt(n_C) sits 3-10x above it
+FLOOR_MARGIN = 10.0
 
 
 def parse_relax(relax: str) -> int:
@@ -53,7 +60,7 @@ class SolverOptions:
     cfactor: int | tuple[int, ...] = 4
     relax: str = "FCF"
     cycle: str = "V"
-    tol: float = 1e-9
+    tol: float = DEFAULT_TOL
     rtol: float | None = None
     max_iter: int = 50
     nested: bool = False
@@ -126,3 +133,22 @@ class SolverOptions:
 
 
 FIELDS = tuple(f.name for f in fields(SolverOptions) if f.init)
+
+
+def roundoff_scale(dtype: Any, n_steps: int, options: SolverOptions) -> float:
+    """eps sqrt(n_C): the unit of the residual's round-off floor for states of ``dtype`` (the l2
+    norm over the n_C fine C-points adds up every point's rounding; the inf norm does not)."""
+    eps = float(np.finfo(np.dtype(dtype)).eps) if np.issubdtype(np.dtype(dtype), np.floating) else 0.0
+    first = options.cfactor[0] if isinstance(options.cfactor, tuple) else options.cfactor
+    n_c = max(1, int(n_steps) // int(first)) if options.norm == "l2" else 1
+    return eps * math.sqrt(n_c)
+
+
+def default_tol(dtype: Any, n_steps: int, options: SolverOptions) -> float:
+    """The tolerance a solve of ``n_steps`` steps in ``dtype`` takes when the user gives none.
+
+    :data:`DEFAULT_TOL` (1e-9), or above the round-off floor where that is higher: the residual of
+    a float32 solve stops decreasing at 0.9-3.4 eps sqrt(n_C) (:func:`roundoff_scale`), so float32
+    takes ``FLOOR_MARGIN`` eps sqrt(n_C) to two digits: 1.9e-5 at N = 1024, 3.8e-5 at 4096, 7.6e-5 at 16384 with
+    cfactor 4.  Float64 keeps 1e-9 (its floor, about 1e-13, is far below)."""
+    return max(DEFAULT_TOL, float(f"{FLOOR_MARGIN * roundoff_scale(dtype, n_steps, options):.2g}"))  # 2 digits

@@ -25,7 +25,7 @@ from ..errors import DivergenceError, OptionError, check_int, check_memory
 from .comm import resolve
 from .hierarchy import Hierarchy, Level
 from .layout import Layout, LevelPart
-from .options import FIELDS, SolverOptions
+from .options import FIELDS, SolverOptions, roundoff_scale
 from .problem import Batched, Hinted, Problem, checked, step_many
 from .result import Result
 
@@ -133,6 +133,7 @@ class _Solver:
         )
         self.dim, self.dtype = u0.size, u0.dtype
         self.u0 = self.ops.asarray(u0)  # the states live in the problem's arrays (numpy, or torch on its device)
+        self.roundoff = roundoff_scale(u0.dtype, self.hier[0].n_steps, options)  # the unit of its floor
         c_only = options.storage == "c-points"
         self.levels = [
             LevelState(self.hier[lvl], part, self.u0, self.ops, c_only and part.distributed)
@@ -549,7 +550,7 @@ class _Solver:
                 if r < self.opt.tol or (self.opt.rtol is not None and r < self.opt.rtol * residuals[0]):
                     converged = True
                     break
-                if _stalled(residuals):
+                if _stalled(residuals, self.roundoff):
                     stalled = True
                     break
                 if r > self.opt.divergence_factor * max(residuals[0], np.finfo(float).tiny):
@@ -594,25 +595,33 @@ def _result_points(n: int, cf: int, lo: int = 0, hi: int | None = None) -> np.nd
 
 STALL_ITERATIONS = 3  # an exact floating-point fixed point: this many iterations without change
 STALL_WINDOW = 8  # a wobbling floor (float32): this many iterations on a plateau without progress
+NOISY_FLOOR = 1000.0  # below this many round-off units (eps sqrt(n_C)), a noisier plateau is a floor too
 
 
-def _stalled(residuals: list[float]) -> bool:
+def _stalled(residuals: list[float], roundoff: float = 0.0) -> bool:
     """The residual stopped decreasing above the tolerance: more iterations cannot help.
 
     Either it has not moved (1e-10 relative) for ``STALL_ITERATIONS`` iterations (the iteration sits
     at its floating-point fixed point), or for ``STALL_WINDOW`` iterations it has stayed within 5%
     without going 1% below its earlier minimum (a round-off floor that wobbles, as float32's does:
-    digits MLP with Adam, N = 4096, sat at 1.26e-5 to 1.30e-5 for 40 iterations, tol 1e-5). A
-    transient hump is not a plateau (heavy ball on least squares rose from 1.67 to 2.74 over 7
-    iterations and converged at 35; its flattest 8 iterations spanned a factor 1.4), nor is a slow
-    decrease of more than 1% in ``STALL_WINDOW`` iterations."""
+    digits MLP with Adam, N = 4096, sat at 1.26e-5 to 1.30e-5 for 40 iterations, tol 1e-5), or,
+    within ``NOISY_FLOOR`` units ``roundoff`` (eps sqrt(n_C), :func:`~pintrain.mgrit.options.roundoff_scale`)
+    of round-off, it has stayed within a factor 2 without going 10% below its earlier minimum (a
+    noisier floor: a small float32 MLP, N = 1024, wandered between 1.75e-6 and 2.35e-6 for 25
+    iterations, about 1 unit).  A transient hump far above round-off is not a plateau (heavy ball on
+    least squares rose from 1.67 to 2.74 over 7 iterations and converged at 35; its flattest 8
+    iterations spanned a factor 1.4), nor is a slow decrease of more than 1% in ``STALL_WINDOW``
+    iterations."""
     if len(residuals) > STALL_ITERATIONS:
         last = residuals[-STALL_ITERATIONS - 1 :]
         if all(abs(b - a) <= 1e-10 * abs(b) for a, b in zip(last, last[1:], strict=False)):
             return True
     if len(residuals) > STALL_WINDOW:
         recent, before = residuals[-STALL_WINDOW:], min(residuals[:-STALL_WINDOW])
-        return min(recent) > 0.99 * before and max(recent) <= 1.05 * min(recent)
+        if min(recent) > 0.99 * before and max(recent) <= 1.05 * min(recent):
+            return True
+        near_roundoff = max(recent) < NOISY_FLOOR * roundoff
+        return near_roundoff and min(recent) > 0.9 * before and max(recent) <= 2.0 * min(recent)
     return False
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -12,7 +12,8 @@ from torch import nn
 
 from ..api import not_converged, train
 from ..errors import NotConvergedError, OptionError
-from ..mgrit import Result, SolverOptions
+from ..mgrit import Result, SolverOptions, default_tol
+from ..mgrit.options import DEFAULT_TOL
 from ..training.optimizers import make_optimizer
 from .problem import TorchProblem
 
@@ -61,7 +62,7 @@ def fit(
     method: str = "mgrit",
     levels: int | str = 3,
     cfactor: int | tuple[int, ...] = 4,
-    tol: float = 1e-9,
+    tol: float | None = None,
     *,
     coarse: str = "split",
     max_ratio: int = 2,
@@ -90,16 +91,17 @@ def fit(
     ``torch.optim`` optimizer's ``step()``) on a copy of the module;
     ``method="mgrit"`` solves for all of them at once with ``levels``, ``cfactor`` and ``tol`` (or
     ``options``, a full :class:`~pintrain.mgrit.SolverOptions`) and gives the same weights to the
-    tolerance; ``levels="auto"`` lets the cost model pick levels, cfactors and nested iteration
-    from the problem's measured step costs (:func:`pintrain.mgrit.autotune.choose`).
+    tolerance (default 1e-9 in float64; :func:`~pintrain.mgrit.default_tol`); ``levels="auto"`` lets
+    the cost model pick levels, cfactors and nested iteration from the problem's measured step costs
+    (:func:`pintrain.mgrit.autotune.choose`).
     ``coarse`` picks the coarse propagator (default "split" with ``max_ratio=2``, which
     converged on 12 of the 15 cases of ``docs/convergence.md`` where "union" converged on 5; see
     :mod:`pintrain.training.propagators`); ``sample=r`` makes coarse steps estimate their gradient from r
     of their m batches.  Float64 by default; ``dtype="float32"`` is faster but its
-    round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach (use tol >= 1e-5,
-    and more for long runs: the residual is an l2 norm over the C-points, so its floor grows with
-    sqrt(steps); the digits MLP with Adam stalls at 1.3e-5 for 4096 steps, and a solve that stalls
-    there stops and says so).
+    round-off (about 1e-7 relative per step) bounds the tolerance MGRIT can reach: the residual is an
+    l2 norm over the C-points, so its floor grows with sqrt(steps) (the digits MLP with Adam stalls at
+    1.3e-5 for 4096 steps), and the default tolerance follows it (10 eps sqrt(steps / cfactor): 3.8e-5
+    at 4096 steps with cfactor 4); a solve given a tolerance below its floor stops and says so.
     What a training loop has, in its own words, inside the evolution (so MGRIT still gives the
     loop's weights): ``optimizer`` may be ``torch.optim.SGD``/``Adam``/``AdamW`` itself, and "sgd"
     takes ``momentum``, ``dampening``, ``nesterov`` as torch.optim.SGD does; ``lr_scheduler`` is
@@ -160,12 +162,15 @@ def fit(
     if method == "mgrit" and options is None:
         if isinstance(levels, str) and levels != "auto":
             raise OptionError("levels", levels, 'an int >= 1, or "auto" (the cost model chooses)')
+        given_tol = DEFAULT_TOL if tol is None else tol
         if levels == "auto":  # the cost model's hierarchy from this problem's measured step costs
             from ..mgrit.autotune import choose
 
-            options = choose(problem, SolverOptions(tol=tol), comm=comm).options
+            options = choose(problem, SolverOptions(tol=given_tol), comm=comm).options
         else:
-            options = SolverOptions(levels=cast(int, levels), cfactor=cfactor, tol=tol)  # checked there
+            options = SolverOptions(levels=cast(int, levels), cfactor=cfactor, tol=given_tol)  # checked there
+        if tol is None:  # the default: above the round-off floor of the dtype
+            options = replace(options, tol=default_tol(np.asarray(problem.initial()).dtype, problem.n_steps, options))
     run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)
     final = run.states[-1] if run.solver is None else run.solver.final_state
     stats = problem.running_stats(run.states[:-1]) if problem.model.batchnorms and run.whole else None
