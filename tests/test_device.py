@@ -137,3 +137,21 @@ def test_cuda_float32_default_tolerance_converges():
     serial = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", dtype="float32", **kw)
     res = fit(net(), nn.CrossEntropyLoss(), X, y, dtype="float32", **kw)  # tol by default above float32's floor
     assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-4
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("optimizer", ["nesterov", "adamw"])
+def test_cuda_compiled_update_equals_the_eager_update(optimizer):
+    from pintrain.torch.model import TorchOps
+    from pintrain.torch.update import CompiledUpdate
+
+    opt, ops = make_optimizer(optimizer, 0.01, weight_decay=0.01), TorchOps("cuda")
+    g = torch.Generator().manual_seed(0)
+    S = torch.randn(300, opt.state_size(40), generator=g, dtype=torch.float64).abs().cuda()
+    G = torch.randn(300, 40, generator=g, dtype=torch.float64).cuda()
+    ks, c = np.arange(300) % 7, CompiledUpdate(opt, ops)
+    for got, want in (
+        (c.fine(S, G, ks, None), opt.fine(S, G, ks, ops)),
+        (c.frozen(S, G, ks, 2, None), opt.frozen(S, G, ks, 2, ops)),
+    ):
+        assert got.device.type == "cuda" and float((got - want).abs().max()) <= 1e-14 * float(want.abs().max())

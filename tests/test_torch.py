@@ -165,6 +165,49 @@ def test_compiled_gradients_equal_eager_and_mgrit_equals_serial():
         assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
 
 
+@pytest.mark.parametrize(
+    "name,hyper",
+    [("sgd", {"weight_decay": 1e-2}), ("nesterov", {"momentum": 0.9}), ("adam", {}), ("adamw", {"weight_decay": 0.1})],
+    ids=lambda v: str(v),
+)
+def test_compiled_update_equals_the_optimizer_s_own(name, hyper):
+    # compile=True also compiles the optimizer's update (fine step, and the frozen steps of a coarse
+    # union step): the same arithmetic as the eager update, to rounding, with or without a schedule
+    from pintrain.torch.model import TorchOps
+    from pintrain.torch.update import CompiledUpdate
+
+    opt, ops = make_optimizer(name, 0.01, **hyper), TorchOps()
+    g = torch.Generator().manual_seed(0)
+    S = torch.randn(5, opt.state_size(7), generator=g, dtype=torch.float64).abs()
+    G = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    ks, lrs = np.array([0, 1, 2, 7, 30]), np.linspace(0.02, 0.001, 40)
+    c = CompiledUpdate(opt, ops)
+    for table in (None, lrs):
+        for got, want in (
+            (c.fine(S, G, ks, table), opt.fine(S, G, ks, ops, table)),
+            (c.fine(S[:1], G[:1], ks[:1], table), opt.fine(S[:1], G[:1], ks[:1], ops, table)),  # a lone row
+            (c.frozen(S, G, ks, 2, table), opt.frozen(S, G, ks, 2, ops, table)),
+            (c.frozen(S, G, ks, 4, table), opt.frozen(S, G, ks, 4, ops, table)),
+        ):
+            assert got.shape == want.shape
+            assert float((got - want).abs().max()) <= 1e-14 * float(want.abs().max())
+    out = torch.empty_like(S)
+    assert c.fine(S, G, ks, None, out) is out and torch.equal(out, c.fine(S, G, ks, None))
+
+
+def test_compiled_momentum_with_a_schedule_gives_the_loop_s_weights():
+    from pintrain.mgrit import SolverOptions
+
+    X, y = small_data()
+    kw = {"steps": 64, "batch_size": 16, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
+    kw["lr_schedule"] = lambda k: 0.05 * 0.99**k
+    opts = SolverOptions(levels=2, cfactor=4, tol=1e-10, max_iter=60)
+    res = fit(small_net(), nn.CrossEntropyLoss(), X, y, options=opts, compile=True, **kw)
+    ref = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    assert res.problem.compiled_update is not None and res.solver.converged
+    assert np.abs(res.states - ref.states).max() < 1e-8
+
+
 def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatch):
     X, y = small_data()
     with pytest.raises(OptionError, match="compile"):
@@ -181,6 +224,17 @@ def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatc
     with pytest.raises(UnsupportedModel, match=message):
         TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
                      optimizer=make_optimizer("sgd", 0.1), compile=True)  # fmt: skip
+    monkeypatch.undo()
+
+    from pintrain.torch.update import CompiledUpdate
+
+    def unsupported(self, *args, **kwargs):
+        raise RuntimeError("an operation inductor cannot lower")
+
+    monkeypatch.setattr(CompiledUpdate, "fine", unsupported)
+    with pytest.raises(UnsupportedModel, match="could not compile the adam update.*cannot lower.*compile=False"):
+        TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
+                     optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
 
 
 def test_digits_cnn_problem_trains_and_reports_accuracy():

@@ -118,10 +118,11 @@ def fit(
     ``device`` ("cuda", "mps", ...; default the CPU) holds the data, the steps and the solver's
     level arrays (serial training runs there too); the states come back as numpy arrays, the model
     on that device.
-    ``compile=True`` runs the batched gradients through ``torch.compile`` (on a CPU it needs a C++
-    compiler): each row count it meets (rounded up to a power of two, at most 128 rows a call) costs
-    seconds to compile once, after which a batched gradient costs about half and a lone row's a
-    quarter of the eager one (digits MLP, one thread); it pays on long runs. The answer is the same
+    ``compile=True`` runs the batched gradients and the optimizer's update through ``torch.compile``
+    (on a CPU it needs a C++ compiler): each row count it meets (rounded up to a power of two, at
+    most 128 rows a call) costs seconds to compile once, after which a batched gradient costs about
+    half and a lone row's a quarter of the eager one, and Adam's update is one fused kernel (digits
+    MLP, one thread); it pays on long runs. The answer is the same
     to rounding, not bit for bit (compiled kernels round differently from eager ones).
     The module given is not changed: ``FitResult.model`` is a trained copy.  An MGRIT solve that
     stops above ``tol`` raises :class:`~pintrain.errors.NotConvergedError` (its ``result`` is the

@@ -23,6 +23,7 @@ from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, lr_table
+from .update import CompiledUpdate
 
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
 
@@ -33,7 +34,8 @@ class TorchProblem(TrainingProblem):
     The state is ``[weights, optimizer slots, (t)]`` (:class:`~pintrain.training.Optimizer`); the
     model given is copied (converted to ``dtype``, moved to ``device``), never changed.  The solver
     keeps its level arrays as torch tensors on ``device``; results come back as numpy arrays.
-    ``compile=True`` runs the batched gradients through ``torch.compile`` (:class:`TorchModel`).
+    ``compile=True`` runs the batched gradients (:class:`TorchModel`) and the optimizer's update
+    (:class:`~pintrain.torch.update.CompiledUpdate`) through ``torch.compile``.
     """
 
     model: TorchModel
@@ -101,6 +103,17 @@ class TorchProblem(TrainingProblem):
             lr_schedule=lr_schedule,
             clip_grad_norm=clip_grad_norm,
         )
+        if compile:  # the update too: one fused kernel a call instead of a pass per operation
+            self.compiled_update = CompiledUpdate(self.optimizer, self.ops)
+            trial = self.ops.asarray(np.repeat(self.u0[None], 2, axis=0))
+            try:
+                grads = trial[:, : self.n_params]
+                float(self.compiled_update.fine(trial, grads, np.array([0, 1]), self.lrs).sum())
+            except Exception as err:
+                raise UnsupportedModel(
+                    f"torch.compile could not compile the {self.optimizer.name} update: {type(err).__name__}: "
+                    f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; run with compile=False"
+                ) from None
 
     @property
     def dtype(self) -> torch.dtype:

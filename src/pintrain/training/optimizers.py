@@ -98,7 +98,7 @@ class Optimizer(ABC):
         """One step at global steps ``k`` (B,) (a numpy int array) with gradients ``G`` (B, P); returns
         the new states (written into ``out`` when given).  ``lrs``: the learning rate of every step
         (a schedule's table, indexed by the step), or None for the constant ``lr``."""
-        parts = self.update(self.split(S, G.shape[1]), G, k, ops, lr=None if lrs is None else lrs[k])
+        parts = self.apply(self.split(S, G.shape[1]), G, self.fine_coefficients(S, k, ops, lrs), ops)
         if len(parts) > 1:
             return ops.concat(parts, out)
         if out is None:
@@ -106,16 +106,35 @@ class Optimizer(ABC):
         out[...] = parts[0]
         return out
 
+    def fine_coefficients(self, S: Any, k: Any, ops: ArrayOps, lrs: np.ndarray | None) -> tuple[Any, ...]:
+        """The per-row numbers of the steps at ``k`` (:meth:`coefficients`) for states ``S``."""
+        return self.coefficients(k, ops, S, None if lrs is None else lrs[k])
+
     def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         """m steps from global steps ``k`` with the gradient frozen at ``G_sum / m`` (and the weight
         decay frozen at the first step's weights, except AdamW's decoupled decay); new states.
         ``lrs`` as for :meth:`fine`: each of the m steps takes its own step's learning rate."""
+        return self.frozen_apply(S, G_sum, self.frozen_coefficients(S, k, m, ops, lrs), ops)
+
+    def frozen_coefficients(
+        self, S: Any, k: Any, m: int, ops: ArrayOps, lrs: np.ndarray | None
+    ) -> list[tuple[Any, ...]]:
+        """The coefficients of each of the m frozen steps from ``k``."""
+        return [self.coefficients(k + j, ops, S, None if lrs is None else lrs[k + j]) for j in range(m)]
+
+    def frozen_apply(self, S: Any, G_sum: Any, coefficients: list[tuple[Any, ...]], ops: ArrayOps) -> Any:
+        """:meth:`frozen` from the steps' coefficients: array arithmetic only (what a compiled update traces)."""
         parts = self.split(S, G_sum.shape[1])
-        G = G_sum / m
+        G = G_sum / len(coefficients)
         if self.coupled_decay:
             G = G + self.weight_decay * parts[0]  # type: ignore[attr-defined]
-        for j in range(m):
-            parts = self.update(parts, G, k + j, ops, decay=False, lr=None if lrs is None else lrs[k + j])
+        for c in coefficients:
+            parts = self.apply(parts, G, c, ops, decay=False)
+        return parts[0] if len(parts) == 1 else ops.concat(parts)
+
+    def fine_apply(self, S: Any, G: Any, coefficients: tuple[Any, ...], ops: ArrayOps) -> Any:
+        """:meth:`fine` from its coefficients, as one new array: array arithmetic only."""
+        parts = self.apply(self.split(S, G.shape[1]), G, coefficients, ops)
         return parts[0] if len(parts) == 1 else ops.concat(parts)
 
     def rate(self, lr: np.ndarray | None, like: Any, ops: ArrayOps) -> Any:
@@ -127,12 +146,24 @@ class Optimizer(ABC):
         """Whether weight decay enters through the gradient (``g + wd * w``), as torch.optim's SGD and Adam."""
         return bool(getattr(self, "weight_decay", 0.0))
 
-    @abstractmethod
     def update(
         self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
     ) -> list[Any]:
         """The new ``[w, slots..., (t)]`` after one step (pure); ``decay=False`` when ``g`` already holds
         the coupled weight decay; ``lr``: each row's learning rate (numpy, (B,)), or None for ``lr``."""
+        return self.apply(parts, g, self.coefficients(k, ops, parts[0], lr), ops, decay)
+
+    @abstractmethod
+    def coefficients(self, k: Any, ops: ArrayOps, like: Any, lr: np.ndarray | None) -> tuple[Any, ...]:
+        """The numbers of the steps at global steps ``k`` (B,) that are not arrays of the state: the
+        rate and, by optimizer, bias corrections, the step count, a first-step mask: Python floats or
+        (B, 1) columns of ``like``'s backend, from numpy tables (so a row's value never depends on
+        the other rows)."""
+
+    @abstractmethod
+    def apply(self, parts: list[Any], g: Any, c: tuple[Any, ...], ops: ArrayOps, decay: bool = True) -> list[Any]:
+        """The new ``[w, slots..., (t)]`` from ``parts``, gradient ``g`` and :meth:`coefficients` ``c``:
+        array arithmetic only, the same operations in the same order as torch.optim's step."""
 
     def torch_optimizer(self, params: Any) -> Any:
         """The matching ``torch.optim`` optimizer over ``params``."""
@@ -155,25 +186,27 @@ class SGD(Optimizer):
         super().__post_init__()
         _check_decay(self.weight_decay)
 
-    def update(
-        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
-    ) -> list[Any]:
+    def coefficients(self, k: Any, ops: ArrayOps, like: Any, lr: np.ndarray | None) -> tuple[Any, ...]:
+        return (self.rate(lr, like, ops),)
+
+    def apply(self, parts: list[Any], g: Any, c: tuple[Any, ...], ops: ArrayOps, decay: bool = True) -> list[Any]:
         w = parts[0]
         if self.weight_decay and decay:
             g = g + self.weight_decay * w
-        return [w - self.rate(lr, w, ops) * g]
+        return [w - c[0] * g]
 
     def fine(
         self, S: Any, G: Any, k: Any, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None, out: Any = None
     ) -> Any:
         # the state is the weights: no split and join (a lone step of a small network is all overhead)
-        new = S - self.rate(None if lrs is None else lrs[k], S, ops) * (
-            G + self.weight_decay * S if self.weight_decay else G
-        )
+        new = self.fine_apply(S, G, self.fine_coefficients(S, k, ops, lrs), ops)
         if out is None:
             return new
         out[...] = new
         return out
+
+    def fine_apply(self, S: Any, G: Any, coefficients: tuple[Any, ...], ops: ArrayOps) -> Any:
+        return S - coefficients[0] * (G + self.weight_decay * S if self.weight_decay else G)
 
     def frozen(self, S: Any, G_sum: Any, k: Any, m: int, ops: ArrayOps = NUMPY, lrs: np.ndarray | None = None) -> Any:
         # m steps with one frozen gradient are one step of the summed rate: w - lr * (G_sum + m wd w)
@@ -210,18 +243,21 @@ class Momentum(SGD):
         if self.nesterov and self.dampening:
             raise OptionError("dampening", self.dampening, "0 with nesterov (as torch.optim.SGD requires)")
 
-    def update(
-        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
-    ) -> list[Any]:
+    def coefficients(self, k: Any, ops: ArrayOps, like: Any, lr: np.ndarray | None) -> tuple[Any, ...]:
+        first = ops.column(np.asarray(k) == 0, like) > 0  # torch.optim starts the buffer at the first gradient
+        return (self.rate(lr, like, ops), first)
+
+    def apply(self, parts: list[Any], g: Any, c: tuple[Any, ...], ops: ArrayOps, decay: bool = True) -> list[Any]:
         w, buf = parts
+        rate, first = c
         if self.weight_decay and decay:
             g = g + self.weight_decay * w
-        first = ops.column(k == 0, g) > 0  # torch.optim starts the buffer at the first gradient
         buf = ops.where(first, g, buf * self.momentum + (1 - self.dampening) * g)
         step = g + self.momentum * buf if self.nesterov else buf
-        return [w - self.rate(lr, w, ops) * step, buf]
+        return [w - rate * step, buf]
 
     fine = Optimizer.fine
+    fine_apply = Optimizer.fine_apply
     frozen = Optimizer.frozen
 
     def _torch(self, optim: Any, params: Any) -> Any:
@@ -268,26 +304,31 @@ class Adam(Optimizer):
     def coupled_decay(self) -> bool:
         return bool(self.weight_decay) and not self.decoupled
 
-    def update(
-        self, parts: list[Any], g: Any, k: Any, ops: ArrayOps, decay: bool = True, lr: np.ndarray | None = None
-    ) -> list[Any]:
-        w, m1, m2, _ = parts
-        wd = self.weight_decay
-        b1, b2 = self.betas
+    def coefficients(self, k: Any, ops: ArrayOps, like: Any, lr: np.ndarray | None) -> tuple[Any, ...]:
         # t and the bias corrections per row from a table of Python floats, as torch.optim computes
         # them (and so that a row's result cannot depend on the other rows: a vectorised pow over a
         # contiguous batch rounds its tail differently from its body)
+        b1, b2 = self.betas
         steps = np.asarray(k, dtype=np.int64) + 1
         bc1, roots = _adam_tables(b1, b2, 1 << int(steps.max(initial=1)).bit_length())
         rate = self.lr if lr is None else lr
-        t = ops.column(steps.astype(np.float64), w)
-        step_size = ops.column(rate / bc1[steps], w)  # torch.optim: lr / bias_correction1, Python floats
-        bc2_sqrt = ops.column(roots[steps], w)
-        if wd:
+        t = ops.column(steps.astype(np.float64), like)
+        step_size = ops.column(rate / bc1[steps], like)  # torch.optim: lr / bias_correction1, Python floats
+        bc2_sqrt = ops.column(roots[steps], like)
+        keep = None  # AdamW's decoupled decay: w * (1 - lr wd)
+        if self.weight_decay and self.decoupled:
+            keep = 1 - rate * self.weight_decay if lr is None else ops.column(1 - rate * self.weight_decay, like)
+        return (step_size, bc2_sqrt, t, keep)
+
+    def apply(self, parts: list[Any], g: Any, c: tuple[Any, ...], ops: ArrayOps, decay: bool = True) -> list[Any]:
+        w, m1, m2, _ = parts
+        step_size, bc2_sqrt, t, keep = c
+        b1, b2 = self.betas
+        if self.weight_decay:
             if self.decoupled:  # AdamW decays in every step, frozen gradient or not
-                w = w * (1 - rate * wd) if lr is None else w * ops.column(1 - rate * wd, w)
+                w = w * keep
             elif decay:
-                g = g + wd * w
+                g = g + self.weight_decay * w
         m1 = ops.lerp(m1, g, 1 - b1)  # torch.optim's exp_avg.lerp_(grad, 1 - beta1)
         # a coarse-grid correction can leave a second moment slightly negative; serial training never does
         m2 = ops.addcmul(ops.clamp_min(m2, 0.0) * b2, g, g, 1 - b2)  # exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)

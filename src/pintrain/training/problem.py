@@ -67,6 +67,7 @@ class TrainingProblem:
         self.linearizable = isinstance(model, Linearizable)  # checked once: isinstance on a protocol is slow
         self._lone_path = isinstance(model, HasLoneGradient)
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
+        self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
             self.linearizable, optimizer, self.lrs is not None, self.clip_grad_norm is not None
         )
@@ -170,7 +171,20 @@ class TrainingProblem:
         G = self._gradient(W, self.batches(ks, 1))
         if self.clip_grad_norm is not None:
             G = self.clip(G)
+        return self.fine_update(S, G, ks, out)
+
+    def fine_update(self, S: Any, G: Any, ks: np.ndarray, out: Any = None) -> Any:
+        """The optimizer's step of every row with gradients ``G`` (compiled where the model is)."""
+        if self.compiled_update is not None:
+            return self.compiled_update.fine(S, G, ks, self.lrs, out)
         return self.optimizer.fine(S, G, ks, self.ops, self.lrs, out)
+
+    def frozen_update(self, S: Any, G_sum: Any, ks: np.ndarray, m: int) -> Any:
+        """The optimizer's m steps from ``ks`` with the gradient frozen at ``G_sum / m`` (the ``union``
+        coarse step; compiled where the model is)."""
+        if self.compiled_update is not None:
+            return self.compiled_update.frozen(S, G_sum, ks, m, self.lrs)
+        return self.optimizer.frozen(S, G_sum, ks, m, self.ops, self.lrs)
 
     def clip(self, G: Any) -> Any:
         """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by

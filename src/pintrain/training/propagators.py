@@ -92,11 +92,13 @@ class CoarseContext(Protocol):
 
     def clip(self, G: Any) -> Any: ...
 
+    def frozen_update(self, S: Any, G_sum: Any, ks: np.ndarray, m: int) -> Any: ...
+
 
 def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_sum(S[:, : problem.n_params], ks, m)
     G = problem.clip(G / m) * m  # gradient clipping (if any) of the frozen mean gradient
-    return problem.optimizer.frozen(S, G, ks, m, problem.ops, problem.lrs)
+    return problem.frozen_update(S, G, ks, m)
 
 
 def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
