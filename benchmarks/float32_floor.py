@@ -8,8 +8,9 @@ Each case of the convergence suite (``benchmarks/convergence.py``) is trained in
 at most; the row records the residual history, its floor (the least residual reached) in units of
 eps sqrt(n_C) (n_C = N / 4 fine C-points: the l2 residual adds up every C-point's rounding), and
 the distance of the weights from the serial float32 loop's.  One torch thread.  Measured
-(``benchmarks/results/float32_floor.json``): floors of 0.87-3.4 units over the 10 runs, which is
-why float32 takes 10 units by default (:func:`pintrain.mgrit.default_tol`).
+(``benchmarks/results/float32_floor.json``): floors of 0.87-3.4 units over the 10 runs; the
+record's ``extra`` row, the digits problem with Adam at N = 16384 (run by hand, command in the row),
+sat at 28 units.  So float32 takes 100 units by default (:func:`pintrain.mgrit.default_tol`).
 """
 
 from __future__ import annotations

@@ -117,3 +117,44 @@ def test_cli_bad_input_is_a_message_not_a_traceback(argv, text, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "pintrain: error:" in err and text in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("storage", ["full", "c-points"])
+def test_steps_written_into_the_level_rows_give_the_same_bits(storage):
+    # a training problem steps_into: the F-relaxation hands step_many the level's rows (out=) to
+    # write, instead of taking a new array and copying it; the answer is the same, bit for bit
+    problem = model_problem("sine", steps=256, lr=0.05)
+    calls = {"out": 0}
+    own = problem.step_many
+
+    def counted(U, ks, m, out=None):
+        calls["out"] += out is not None
+        return own(U, ks, m, out=out)
+
+    opts = SolverOptions(levels=3, cfactor=4, tol=1e-12, max_iter=6, storage=storage)
+    problem.step_many = counted
+    into = solve(problem, options=opts)
+    assert (calls["out"] > 0) == (storage == "full")  # C-point sweeps step into buffers of their own
+    problem.steps_into = False  # the copy path
+    copied = solve(problem, options=opts)
+    np.testing.assert_array_equal(into.states, copied.states)
+    assert into.residuals == copied.residuals
+
+
+def test_a_problem_that_steps_into_must_return_out():
+    from pintrain.errors import ProblemError
+
+    class Careless:
+        n_steps, steps_into = 16, True
+
+        def initial(self):
+            return np.ones(3)
+
+        def step(self, u, k, m):
+            return 0.9 * u
+
+        def step_many(self, U, ks, m, out=None):
+            return 0.9 * U  # ignores out
+
+    with pytest.raises(ProblemError, match="did not return out"):
+        solve(Careless(), levels=2, cfactor=4)

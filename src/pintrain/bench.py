@@ -89,9 +89,13 @@ class TimedProblem:
     def step(self, u: np.ndarray, k: int, m: int) -> np.ndarray:
         return self._timed(m, 1, lambda: self._problem.step(u, k, m))
 
-    def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
-        own = getattr(self._problem, "step_many", None)  # a batched problem's own (the solver checks its answer)
-        return self._timed(m, U.shape[0], lambda: own(U, ks, m) if own else step_many(self._problem, U, ks, m))
+    def step_many(self, U: np.ndarray, ks: np.ndarray, m: int, out: Any = None) -> np.ndarray:
+        """The wrapped problem's own (the solver checks its answer); ``out`` only reaches here when the
+        wrapped problem ``steps_into`` (the attribute is the wrapped problem's)."""
+        own = getattr(self._problem, "step_many", None)
+        if own is None:
+            return self._timed(m, U.shape[0], lambda: step_many(self._problem, U, ks, m, out=out))
+        return self._timed(m, U.shape[0], lambda: own(U, ks, m) if out is None else own(U, ks, m, out=out))
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

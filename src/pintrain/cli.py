@@ -48,7 +48,7 @@ def add_solver_arguments(
     )
     g.add_argument("--relax", default="FCF", help='relaxation: "F", "FCF", "FCFCF", ... (default FCF)')
     g.add_argument("--cycle", default="V", choices=["V", "F"], help="cycle type (default V)")
-    by_dtype = "; float32: 10 eps sqrt(N / cfactor), above its round-off floor" if auto else ""
+    by_dtype = "; float32: 100 eps sqrt(N / cfactor), above its round-off floor" if auto else ""
     g.add_argument(
         "--tol",
         type=float,

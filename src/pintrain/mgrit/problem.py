@@ -34,7 +34,12 @@ class Problem(Protocol):
 
 @runtime_checkable
 class Batched(Protocol):
-    """Optional: many independent propagations in one call (rows of ``U`` from the fine points ``ks``)."""
+    """Optional: many independent propagations in one call (rows of ``U`` from the fine points ``ks``).
+
+    A problem whose ``step_many`` also takes ``out=`` (an array of ``U``'s shape and dtype, possibly
+    a strided view of a level's array, never overlapping ``U``) and writes the new states there says
+    so with a true class attribute ``steps_into``: the solver then hands it the rows of its level
+    array to write, and no array of the new states is allocated and copied per call."""
 
     def step_many(self, U: Array, ks: Array, m: int) -> Array: ...
 
@@ -57,7 +62,13 @@ class Described(Protocol):
 
 
 def step_many(
-    problem: Problem, U: Array, ks: Array, m: int, batched: bool | None = None, native: ArrayOps | None = None
+    problem: Problem,
+    U: Array,
+    ks: Array,
+    m: int,
+    batched: bool | None = None,
+    native: ArrayOps | None = None,
+    out: Any = None,
 ) -> Array:
     """Propagate every row of ``U`` from its fine point in ``ks`` over ``m`` steps (batched if possible).
 
@@ -65,12 +76,23 @@ def step_many(
     real dtype, or :class:`~pintrain.errors.ProblemError` naming the problem and the step.
     ``batched``: whether the problem is :class:`Batched`, if the caller knows (an ``isinstance``
     check against a runtime protocol costs microseconds, too much for every call); ``native``: the
-    array namespace of ``U`` when it is not numpy (a :class:`~pintrain.arrays.Native` problem's)."""
+    array namespace of ``U`` when it is not numpy (a :class:`~pintrain.arrays.Native` problem's).
+    ``out``: where the new states go (returned): the problem writes there itself when it
+    ``steps_into`` (:class:`Batched`), else its answer is copied in."""
     if batched if batched is not None else isinstance(problem, Batched):
         k0 = int(ks[0]) if len(ks) else 0
-        out = cast(Batched, problem).step_many(U, ks, m)
-        return checked(problem, out, U.shape, U.dtype, k0, m, "step_many", native)
-    out = np.empty_like(U) if native is None else native.empty(tuple(U.shape), U)
+        if out is not None and getattr(problem, "steps_into", False):
+            new = cast(Any, problem).step_many(U, ks, m, out=out)
+            if new is not out:
+                raise ProblemError(f"{type(problem).__name__}.step_many(..., out=) did not return out")
+            return out
+        new = checked(problem, cast(Batched, problem).step_many(U, ks, m), U.shape, U.dtype, k0, m, "step_many", native)
+        if out is None:
+            return new
+        out[...] = new
+        return out
+    if out is None:
+        out = np.empty_like(U) if native is None else native.empty(tuple(U.shape), U)
     for i in range(U.shape[0]):
         k = int(ks[i])
         out[i] = checked(problem, problem.step(U[i], k, m), U.shape[1:], U.dtype, k, m, native=native)

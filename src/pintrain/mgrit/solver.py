@@ -158,11 +158,12 @@ class _Solver:
         lev = self.levels[lvl]
         return self.steps(lvl, lev.U[lev.rows(js)], js * lev.spacing)
 
-    def steps(self, lvl: int, rows: Any, ks: np.ndarray) -> Any:
-        """One step of level ``lvl`` for every row, from fine points ``ks``: counted, and the first
-        non-finite value a step makes from a finite state noted (:meth:`note_origin`)."""
+    def steps(self, lvl: int, rows: Any, ks: np.ndarray, out: Any = None) -> Any:
+        """One step of level ``lvl`` for every row, from fine points ``ks`` (into ``out`` when given):
+        counted, and the first non-finite value a step makes from a finite state noted
+        (:meth:`note_origin`)."""
         lev = self.levels[lvl]
-        out = step_many(self.problem, rows, ks, lev.spacing, self.batched, self.native)
+        out = step_many(self.problem, rows, ks, lev.spacing, self.batched, self.native, out)
         lev.applications += rows.shape[0]
         if not math.isfinite(float(out.sum())):
             self.note_origin(lvl, rows, out, ks)
@@ -194,11 +195,9 @@ class _Solver:
             src = slice(first - lev.base, first - lev.base + (n - 1) * cf + 1, cf)
             dst = slice(src.start + 1, src.stop + 1, cf)
             ks = (first + cf * np.arange(n, dtype=np.int64)) * lev.spacing
-            values = self.steps(lvl, U[src], ks)
-            if G is None:
-                U[dst] = values
-            else:
-                self.ops.add_into(U[dst], values, G[dst])
+            values = self.steps(lvl, U[src], ks, out=U[dst])  # written into the level's rows
+            if G is not None:
+                self.ops.add_into(values, values, G[dst])
         lev.moved_f()
 
     def sweep(self, lvl: int, into: int | None) -> None:

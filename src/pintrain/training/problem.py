@@ -138,23 +138,32 @@ class TrainingProblem:
     def initial(self) -> np.ndarray:
         return self.u0.copy()
 
-    def step_many(self, U: np.ndarray, ks: np.ndarray, m: int) -> np.ndarray:
+    steps_into = True  # step_many writes into the solver's rows (out=): no new array per call
+
+    def step_many(self, U: np.ndarray, ks: np.ndarray, m: int, out: Any = None) -> np.ndarray:
         ks = np.asarray(ks, dtype=np.int64).reshape(-1)
         if self.ops is NUMPY:  # numpy states need no conversion (a lone step of a small network is all overhead)
-            return self._passes(U, ks, m)
+            return self._passes(U, ks, m, out)
         with self.ops.no_grad():
             if not isinstance(U, np.ndarray):  # the solver's levels hold the backend's arrays already
-                return self._passes(U, ks, m)
-            return self.ops.to_numpy(self._passes(self.ops.asarray(U), ks, m))
+                return self._passes(U, ks, m, out)
+            new = self.ops.to_numpy(self._passes(self.ops.asarray(U), ks, m))
+            if out is None:
+                return new
+            out[...] = new
+            return out
 
-    def _passes(self, S: Any, ks: np.ndarray, m: int) -> Any:
+    def _passes(self, S: Any, ks: np.ndarray, m: int, out: Any = None) -> Any:
         """The step of every row, in passes of at most ``ops.pass_bytes`` of states (see
-        :attr:`~pintrain.arrays.ArrayOps.pass_bytes`), written into one output."""
+        :attr:`~pintrain.arrays.ArrayOps.pass_bytes`), written into one output (``out`` when given:
+        rows of the solver's level array; a fresh array of the states' size costs its first touch,
+        page by page, on every call)."""
         rows = max(2, self.ops.pass_bytes // max(1, S.shape[1] * S.dtype.itemsize + self._activation_bytes))
         n = S.shape[0] // rows  # near-equal passes of rows..2 rows: never a lone row (a model's cost per
         if n <= 1:  # row is worst for one row, and a row's rounding should not depend on its pass)
-            return self._step(S, ks, m)
-        out = self.ops.empty(S.shape, S)
+            return self._step(S, ks, m, out)
+        if out is None:
+            out = self.ops.empty(S.shape, S)
         cuts = [S.shape[0] * i // n for i in range(n + 1)]
         for a, b in zip(cuts, cuts[1:], strict=False):
             self._step(S[a:b], ks[a:b], m, out[a:b])
@@ -164,9 +173,10 @@ class TrainingProblem:
         """The step of every row (into ``out`` when given: the fine step writes its parts there)."""
         if m > 1:
             new = COARSE_PROPAGATORS[self.coarse].fn(self, S, ks, m)
-            if out is not None:
-                out[...] = new
-            return new
+            if out is None:
+                return new
+            out[...] = new
+            return out
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
         G = self._gradient(W, self.batches(ks, 1))
         if self.clip_grad_norm is not None:
