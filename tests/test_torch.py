@@ -174,18 +174,23 @@ def test_compiled_update_equals_the_optimizer_s_own(name, hyper):
     # compile=True also compiles the optimizer's update (fine step, and the frozen steps of a coarse
     # union step): the same arithmetic as the eager update, to rounding, with or without a schedule
     from pintrain.torch.model import TorchOps
-    from pintrain.torch.update import CompiledUpdate
+    from pintrain.torch.update import COMPILED_MIN_ROWS, CompiledUpdate
 
     opt, ops = make_optimizer(name, 0.01, **hyper), TorchOps()
     g = torch.Generator().manual_seed(0)
-    S = torch.randn(5, opt.state_size(7), generator=g, dtype=torch.float64).abs()
-    G = torch.randn(5, 7, generator=g, dtype=torch.float64)
-    ks, lrs = np.array([0, 1, 2, 7, 30]), np.linspace(0.02, 0.001, 40)
+    rows = COMPILED_MIN_ROWS + 3
+    S = torch.randn(rows, opt.state_size(7), generator=g, dtype=torch.float64).abs()
+    G = torch.randn(rows, 7, generator=g, dtype=torch.float64)
+    ks, lrs = np.arange(rows) % 31, np.linspace(0.02, 0.001, 40)
     c = CompiledUpdate(opt, ops)
+    ran = []  # the compiled functions' calls (a lone row takes the eager update)
+    compiled_fine, compiled_frozen = c._fine, c._frozen
+    c._fine = lambda *a: ran.append("fine") or compiled_fine(*a)
+    c._frozen = lambda *a: ran.append("frozen") or compiled_frozen(*a)
     for table in (None, lrs):
         for got, want in (
             (c.fine(S, G, ks, table), opt.fine(S, G, ks, ops, table)),
-            (c.fine(S[:1], G[:1], ks[:1], table), opt.fine(S[:1], G[:1], ks[:1], ops, table)),  # a lone row
+            (c.fine(S[:1], G[:1], ks[:1], table), opt.fine(S[:1], G[:1], ks[:1], ops, table)),  # a lone row: eager
             (c.frozen(S, G, ks, 2, table), opt.frozen(S, G, ks, 2, ops, table)),
             (c.frozen(S, G, ks, 4, table), opt.frozen(S, G, ks, 4, ops, table)),
         ):
@@ -193,6 +198,8 @@ def test_compiled_update_equals_the_optimizer_s_own(name, hyper):
             assert float((got - want).abs().max()) <= 1e-14 * float(want.abs().max())
     out = torch.empty_like(S)
     assert c.fine(S, G, ks, None, out) is out and torch.equal(out, c.fine(S, G, ks, None))
+    # plain SGD's frozen step is one expression and stays eager; everything else of >= 64 rows ran compiled
+    assert ran.count("fine") == 4 and ran.count("frozen") == (0 if name == "sgd" else 4)
 
 
 def test_compiled_momentum_with_a_schedule_gives_the_loop_s_weights():

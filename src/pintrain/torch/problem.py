@@ -23,7 +23,7 @@ from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, lr_table
-from .update import CompiledUpdate
+from .update import COMPILED_MIN_ROWS, CompiledUpdate
 
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
 
@@ -105,10 +105,12 @@ class TorchProblem(TrainingProblem):
         )
         if compile:  # the update too: one fused kernel a call instead of a pass per operation
             self.compiled_update = CompiledUpdate(self.optimizer, self.ops)
-            trial = self.ops.asarray(np.repeat(self.u0[None], 2, axis=0))
+            rows = COMPILED_MIN_ROWS  # a trial call the compiled path takes
+            trial = self.ops.asarray(np.repeat(self.u0[None], rows, axis=0))
             try:
                 grads = trial[:, : self.n_params]
-                float(self.compiled_update.fine(trial, grads, np.array([0, 1]), self.lrs).sum())
+                ks = np.arange(rows) % self.n_steps
+                float(self.compiled_update.fine(trial, grads, ks, self.lrs).sum())
             except Exception as err:
                 raise UnsupportedModel(
                     f"torch.compile could not compile the {self.optimizer.name} update: {type(err).__name__}: "

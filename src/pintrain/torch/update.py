@@ -8,7 +8,7 @@ arithmetic is the optimizer's own (:meth:`~pintrain.training.Optimizer.fine_appl
 :meth:`~pintrain.training.Optimizer.frozen_apply`), traced with the problem's torch array ops; the
 per-row numbers (rates, bias corrections, step counts: :meth:`~pintrain.training.Optimizer.coefficients`)
 come from the same numpy tables, outside the compiled region.  Compiled once for any row count
-(``dynamic=True``; a lone row is a second graph, each frozen spacing m another).  The answer equals
+from :data:`COMPILED_MIN_ROWS` up (``dynamic=True``; each frozen spacing m is a graph of its own).  The answer equals
 the eager update to rounding (a fused kernel may contract multiply-adds), not bit for bit.
 """
 
@@ -22,9 +22,14 @@ import torch
 from ..arrays import ArrayOps
 from ..training.optimizers import SGD, Optimizer
 
+# fewer rows than this take the eager update: a lone row (the coarsest level's chain) or a handful
+# gain little from one fused kernel and would each cost a graph of their own (dynamo specialises 1 row)
+COMPILED_MIN_ROWS = 64
+
 
 class CompiledUpdate:
-    """``optimizer``'s fine and frozen updates on torch states, compiled."""
+    """``optimizer``'s fine and frozen updates on torch states, compiled (calls of at least
+    :data:`COMPILED_MIN_ROWS` rows; fewer take the optimizer's eager update)."""
 
     def __init__(self, optimizer: Optimizer, ops: ArrayOps) -> None:
         self.optimizer, self.ops = optimizer, ops
@@ -41,6 +46,8 @@ class CompiledUpdate:
         self, S: torch.Tensor, G: torch.Tensor, ks: np.ndarray, lrs: np.ndarray | None, out: Any = None
     ) -> torch.Tensor:
         """:meth:`Optimizer.fine <pintrain.training.Optimizer.fine>`, compiled."""
+        if S.shape[0] < COMPILED_MIN_ROWS:
+            return self.optimizer.fine(S, G, ks, self.ops, lrs, out)
         new = self._fine(S, G, self.optimizer.fine_coefficients(S, ks, self.ops, lrs))
         if out is None:
             return new
@@ -52,6 +59,6 @@ class CompiledUpdate:
     ) -> torch.Tensor:
         """:meth:`Optimizer.frozen <pintrain.training.Optimizer.frozen>`, compiled (plain SGD's is one
         expression already, and stays eager)."""
-        if isinstance(self.optimizer, SGD) and not self.optimizer.slots:
+        if (isinstance(self.optimizer, SGD) and not self.optimizer.slots) or S.shape[0] < COMPILED_MIN_ROWS:
             return self.optimizer.frozen(S, G_sum, ks, m, self.ops, lrs)
         return self._frozen(S, G_sum, self.optimizer.frozen_coefficients(S, ks, m, self.ops, lrs))
