@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from . import __version__, outputs
 from .errors import DivergenceError, NotConvergedError, PintrainError, gib
-from .mgrit import Hierarchy, SolverOptions, default_tol, describe, serial_solve, solve
+from .mgrit import Hierarchy, SolverOptions, describe, serial_solve, solve, with_default_tol
 from .mgrit.options import DEFAULT_TOL
 from .training.propagators import COARSE_PROPAGATORS
 
@@ -271,7 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if chosen is not None:
         opts = chosen.options
     if args.tol is None:  # the default: above the round-off floor of the problem's dtype
-        opts = replace(opts, tol=default_tol(np.asarray(problem.initial()).dtype, problem.n_steps, opts))
+        opts = with_default_tol(opts, problem)
     if not quiet:
         print(f"pintrain train: {problem.summary()}")
         if chosen is not None:

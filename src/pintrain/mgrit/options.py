@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -140,8 +140,7 @@ def roundoff_scale(dtype: Any, n_steps: int, options: SolverOptions) -> float:
     """eps sqrt(n_C): the unit of the residual's round-off floor for states of ``dtype`` (the l2
     norm over the n_C fine C-points adds up every point's rounding; the inf norm does not)."""
     eps = float(np.finfo(np.dtype(dtype)).eps) if np.issubdtype(np.dtype(dtype), np.floating) else 0.0
-    first = options.cfactor[0] if isinstance(options.cfactor, tuple) else options.cfactor
-    n_c = max(1, int(n_steps) // int(first)) if options.norm == "l2" else 1
+    n_c = max(1, int(n_steps) // options.cfactor_at(0)) if options.norm == "l2" else 1
     return eps * math.sqrt(n_c)
 
 
@@ -155,3 +154,11 @@ def default_tol(dtype: Any, n_steps: int, options: SolverOptions) -> float:
     cfactor 4 (the weights then differ from the serial loop's by 2e-6 to 6e-5 relative, digits MLP,
     SGD and Adam).  Float64 keeps 1e-9 (its floor, about 1e-13, is far below)."""
     return max(DEFAULT_TOL, float(f"{FLOOR_MARGIN * roundoff_scale(dtype, n_steps, options):.2g}"))  # 2 digits
+
+
+def with_default_tol(options: SolverOptions, problem: Any) -> SolverOptions:
+    """``options`` with the tolerance :func:`default_tol` gives ``problem`` (its states' dtype, its
+    steps and ``options``' first coarsening): what ``fit`` and ``pintrain train`` take when the user
+    gives no tolerance."""
+    dtype = np.asarray(problem.initial()).dtype
+    return replace(options, tol=default_tol(dtype, problem.n_steps, options))

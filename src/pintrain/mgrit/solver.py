@@ -119,6 +119,8 @@ class _Solver:
         u0 = _initial_state(problem)
         self.problem = problem
         self.batched = isinstance(problem, Batched)  # checked once: isinstance on a protocol is slow
+        # a problem that writes its steps into the level's rows (Batched.steps_into) is handed them
+        self.into = self.batched and bool(getattr(problem, "steps_into", False))
         self.ops: ArrayOps = problem.ops if isinstance(problem, Native) else NUMPY
         self.native = None if self.ops is NUMPY else self.ops
         self.opt = options
@@ -195,9 +197,12 @@ class _Solver:
             src = slice(first - lev.base, first - lev.base + (n - 1) * cf + 1, cf)
             dst = slice(src.start + 1, src.stop + 1, cf)
             ks = (first + cf * np.arange(n, dtype=np.int64)) * lev.spacing
-            values = self.steps(lvl, U[src], ks, out=U[dst])  # written into the level's rows
+            rows = U[dst]
+            values = self.steps(lvl, U[src], ks, out=rows if self.into else None)
             if G is not None:
-                self.ops.add_into(values, values, G[dst])
+                self.ops.add_into(rows, values, G[dst])
+            elif values is not rows:
+                rows[...] = values
         lev.moved_f()
 
     def sweep(self, lvl: int, into: int | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -12,7 +12,7 @@ from torch import nn
 
 from ..api import not_converged, train
 from ..errors import NotConvergedError, OptionError
-from ..mgrit import Result, SolverOptions, default_tol
+from ..mgrit import Result, SolverOptions, with_default_tol
 from ..mgrit.options import DEFAULT_TOL
 from ..training.optimizers import make_optimizer
 from .problem import TorchProblem
@@ -172,7 +172,7 @@ def fit(
         else:
             options = SolverOptions(levels=cast(int, levels), cfactor=cfactor, tol=given_tol)  # checked there
         if tol is None:  # the default: above the round-off floor of the dtype
-            options = replace(options, tol=default_tol(np.asarray(problem.initial()).dtype, problem.n_steps, options))
+            options = with_default_tol(options, problem)
     run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)
     final = run.states[-1] if run.solver is None else run.solver.final_state
     stats = problem.running_stats(run.states[:-1]) if problem.model.batchnorms and run.whole else None

@@ -30,6 +30,15 @@ class UnsupportedModel(PintrainError):
     """The module cannot be trained as a deterministic evolution (the message says why)."""
 
 
+def compile_failure(what: str, err: Exception, hint: str = "") -> UnsupportedModel:
+    """The refusal for a ``torch.compile`` of ``what`` that failed with ``err`` (its first line)."""
+    text = str(err).strip()
+    return UnsupportedModel(
+        f"torch.compile could not compile {what}: {type(err).__name__}: {text.splitlines()[0] if text else ''}; "
+        f"run with compile=False{hint}"
+    )
+
+
 class TorchOps:
     """:class:`pintrain.arrays.ArrayOps` for torch tensors on one device (zero-copy from numpy on the CPU)."""
 
@@ -358,10 +367,8 @@ class TorchModel:
         try:
             float(self._gradient_compiled(W, trial).sum())
         except Exception as err:
-            raise UnsupportedModel(
-                f"torch.compile could not compile this module's batched gradient: {type(err).__name__}: "
-                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; run with compile=False "
-                "(on a CPU, torch.compile also needs a C++ compiler)"
+            raise compile_failure(
+                "this module's batched gradient", err, " (on a CPU, torch.compile also needs a C++ compiler)"
             ) from None
 
     def _gradient_compiled(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:

@@ -22,7 +22,7 @@ from ..errors import OptionError, check_int
 from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
-from .model import DTYPES, TorchModel, UnsupportedModel, check_module, lr_table
+from .model import DTYPES, TorchModel, UnsupportedModel, check_module, compile_failure, lr_table
 from .update import COMPILED_MIN_ROWS, CompiledUpdate
 
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
@@ -112,10 +112,7 @@ class TorchProblem(TrainingProblem):
                 ks = np.arange(rows) % self.n_steps
                 float(self.compiled_update.fine(trial, grads, ks, self.lrs).sum())
             except Exception as err:
-                raise UnsupportedModel(
-                    f"torch.compile could not compile the {self.optimizer.name} update: {type(err).__name__}: "
-                    f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; run with compile=False"
-                ) from None
+                raise compile_failure(f"the {self.optimizer.name} update", err) from None
 
     @property
     def dtype(self) -> torch.dtype:

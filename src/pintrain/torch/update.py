@@ -8,8 +8,9 @@ arithmetic is the optimizer's own (:meth:`~pintrain.training.Optimizer.fine_appl
 :meth:`~pintrain.training.Optimizer.frozen_apply`), traced with the problem's torch array ops; the
 per-row numbers (rates, bias corrections, step counts: :meth:`~pintrain.training.Optimizer.coefficients`)
 come from the same numpy tables, outside the compiled region.  Compiled once for any row count
-from :data:`COMPILED_MIN_ROWS` up (``dynamic=True``; each frozen spacing m is a graph of its own).  The answer equals
-the eager update to rounding (a fused kernel may contract multiply-adds), not bit for bit.
+from :data:`COMPILED_MIN_ROWS` up (``dynamic=True``; each frozen spacing m is a graph of its own).
+The answer equals the eager update to rounding (a fused kernel may contract multiply-adds), not
+bit for bit.
 """
 
 from __future__ import annotations
