@@ -7,7 +7,8 @@
 Every case is a real ``torch.nn.Module`` on data that ships with scikit-learn or is generated here,
 trained through ``pintrain.torch.fit`` with the settings a user would pass; MGRIT runs with the
 default coarse propagator unless ``--coarse`` says otherwise, ``--levels`` levels (default 3),
-cfactor 4, tolerance 1e-9 (float64), at most ``--max-iter`` iterations.  A row records the
+cfactor 4, tolerance 1e-9 (float64), at most ``--max-iter`` iterations, from nested iteration
+(fit's default; ``--no-nested``: from copies of the initial state).  A row records the
 iterations, whether it converged, diverged (and where) or stalled, the distance of the weights from
 the serial loop's (checked against a real serial run), and the wall times of both (one torch
 thread each).  The record goes to ``--out`` (JSON) and the table to stdout (Markdown), for
@@ -193,7 +194,7 @@ def run_case(name: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     label = case["optimizer"] + (f" (momentum {case['momentum']})" if case.get("momentum") else "")
     row: dict[str, Any] = {"case": name, "N": n, "serial_s": serial_s, "optimizer": label}
     try:
-        opts = SolverOptions(levels=args.levels, cfactor=4, tol=1e-9, max_iter=args.max_iter)
+        opts = SolverOptions(levels=args.levels, cfactor=4, tol=1e-9, max_iter=args.max_iter, nested=args.nested)
         res = fit(model, loss, X, y, options=opts, allow_unconverged=True, **kw)
         assert res.solver is not None
         row |= {
@@ -242,6 +243,7 @@ def main() -> None:
     ap.add_argument("--coarse", default=None, help="coarse propagator for every case (default: fit's)")
     ap.add_argument("--max-ratio", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-nested", dest="nested", action="store_false", help="start from u0 (fit's default: nested)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/convergence.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

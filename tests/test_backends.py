@@ -75,7 +75,7 @@ def test_numpy_and_torch_backends_give_the_same_evolution(optimizer):
     np.testing.assert_allclose(serial_solve(b), ref, rtol=0, atol=1e-12)
     # the same coarse steps: one name, one algorithm, whatever the backend
     ks = np.array([0, 8, 24, 40])
-    for coarse in ("union", "split"):
+    for coarse in ("union", "split", "lagged"):
         a.coarse = b.coarse = coarse
         np.testing.assert_allclose(a.step_many(ref[ks], ks, 8), b.step_many(ref[ks], ks, 8), rtol=0, atol=1e-12)
     np.testing.assert_allclose(a.losses(ref), b.losses(ref), rtol=1e-12)
@@ -99,6 +99,38 @@ def test_split_means_sub_intervals_on_their_own_batches():
     first = W - p.lr * p.gradient_sum(W, ks, 4)
     expected = first - p.lr * p.gradient_sum(first, ks + 4, 4)
     np.testing.assert_array_equal(p.step_many(W, ks, 8), expected)
+
+
+@pytest.mark.parametrize("optimizer", [Momentum(0.05, nesterov=True), Adam(0.01)], ids=["nesterov", "adam"])
+def test_lagged_takes_each_step_on_its_own_batch_with_the_gradient_at_the_sub_interval_start(optimizer):
+    p, _ = both_backends(optimizer, coarse="lagged", steps=64)  # max_ratio 4
+    S = p.serial_states()[[3, 20]]
+    ks = np.array([3, 20])
+    expected = S.copy()
+    for start in (0, 4):  # m = 8: two sub-intervals of 4 steps
+        W = expected[:, : p.n_params].copy()
+        for j in range(4):
+            G = p.gradient_sum(W, ks + start + j, 1)  # batch k + j's gradient at the sub-interval's start
+            expected = p.optimizer.fine(expected, G, ks + start + j)
+    np.testing.assert_allclose(p.step_many(S, ks, 8), expected, rtol=0, atol=1e-14)
+    p.max_ratio = 1  # sub-intervals of one step: the fine steps themselves
+    ref = p.serial_states()
+    np.testing.assert_allclose(p.step_many(ref[ks], ks, 8), ref[ks + 8], rtol=0, atol=1e-13)
+
+
+def test_lagged_is_split_for_plain_sgd():
+    p, _ = both_backends(SGD(0.05), coarse="lagged", steps=64)
+    S = p.serial_states()[[0, 8, 40]]
+    ks = np.array([0, 8, 40])
+    lagged = p.step_many(S, ks, 8)
+    p.coarse = "split"
+    np.testing.assert_allclose(lagged, p.step_many(S, ks, 8), rtol=0, atol=1e-14)
+
+
+def test_lagged_refuses_sampled_batches():
+    p = model_problem("sine", steps=64)
+    with pytest.raises(OptionError, match="sample.*every step on its own batch"):
+        TrainingProblem(p.model, p.schedule, Adam(0.01), 64, "lagged", sample=2)
 
 
 def test_a_propagator_the_backend_cannot_run_is_refused_with_the_reason():

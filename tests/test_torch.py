@@ -72,7 +72,8 @@ def test_batched_steps_equal_single_steps(name):
 
 
 @pytest.mark.parametrize(
-    "name,coarse,levels", [("sgd", "union", 3), ("momentum", "split", 3), ("adam", "union", 2), ("adamw", "split", 3)]
+    "name,coarse,levels",
+    [("sgd", "union", 3), ("momentum", "split", 3), ("adam", "union", 2), ("adamw", "split", 3), ("adam", "lagged", 3)],
 )
 def test_mgrit_equals_serial_torch_loop(name, coarse, levels):
     p = small_problem(name, steps=192, lr=0.01 if name.startswith("adam") else 0.05)
@@ -429,7 +430,7 @@ def test_cli_digits_mlp_prints_accuracy_for_both(capsys, tmp_path):
 
 def test_cli_refuses_options_that_do_not_apply(capsys):
     assert main(["train", "--problem", "digits-mlp", "--coarse", "gauss-newton"]) == 2
-    assert "union' or 'split" in capsys.readouterr().err
+    assert "'split' or 'lagged'" in capsys.readouterr().err
     assert main(["train", "--problem", "xor", "--optimizer", "adam"]) == 2
     assert "torch problems" in capsys.readouterr().err
     assert main(["train", "--problem", "sine", "--compile"]) == 2
@@ -438,3 +439,17 @@ def test_cli_refuses_options_that_do_not_apply(capsys):
     assert "steps=0 is not allowed" in capsys.readouterr().err
     assert main(["train", "--problem", "digits-mlp", "--optimizer", "adam", "--momentum", "0.9"]) == 2
     assert "'adam' takes amsgrad, betas, eps, maximize, weight_decay, not momentum" in capsys.readouterr().err
+
+
+def test_fit_starts_from_nested_iteration_unless_told_not_to():
+    X, y = small_data()
+    kw = {"steps": 128, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "seed": 3, "levels": 3, "cfactor": 4}
+    serial = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    nested = fit(small_net(), nn.CrossEntropyLoss(), X, y, tol=1e-10, **kw)
+    plain = fit(small_net(), nn.CrossEntropyLoss(), X, y, tol=1e-10, nested=False, **kw)
+    assert nested.solver is not None and plain.solver is not None
+    assert nested.solver.options.nested and not plain.solver.options.nested
+    for res in (nested, plain):
+        assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-8
+    with pytest.raises(OptionError, match="nested"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, nested="yes", **kw)

@@ -146,7 +146,7 @@ def bench_torch(
                     "case": case["case"],
                     "settings": {k: v for k, v in case.items() if k != "case"},
                     "N": steps,
-                    "coarse": f"{p.coarse}/{p.max_ratio}" if p.coarse == "split" else p.coarse,
+                    "coarse": f"{p.coarse}/{p.max_ratio}" if p.coarse in ("split", "lagged") else p.coarse,
                     "tol": tol,
                     "serial_s": serial_s,
                     "mgrit_s": mgrit_s,

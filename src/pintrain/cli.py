@@ -198,7 +198,7 @@ NUMPY_FLAGS = {
 TORCH_FLAGS = (
     "batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype", "device", "compile",
 )  # fmt: skip
-TORCH_COARSE = ("union", "split")
+TORCH_COARSE = ("union", "split", "lagged")
 FLAG_NAMES = {
     "hidden": "--hidden", "batch_size": "--batch-size", "seed": "--seed", "max_ratio": "--max-ratio",
     "sample": "--coarse-sample", "data": "--data", "examples": "--examples", "alpha_growth": "--alpha-growth",
@@ -236,7 +236,7 @@ def problem_from_args(args: argparse.Namespace):
         return model_problem(args.problem, **kwargs)
     if kwargs.get("coarse", "split") not in TORCH_COARSE:
         raise PintrainError(
-            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union' or 'split'"
+            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union', 'split' or 'lagged'"
         )
     try:
         from .torch.digits import digits_problem
@@ -502,7 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument("--examples", type=int, default=None, help="paper2: number of training examples (500)")
     pt.add_argument(
-        "--max-ratio", type=int, default=None, help="split: longest sub-interval in fine steps (default 4; digits 2)"
+        "--max-ratio",
+        type=int,
+        default=None,
+        help="split, lagged: longest sub-interval in fine steps (default 4; digits 2)",
     )
     pt.add_argument(
         "--coarse-sample",

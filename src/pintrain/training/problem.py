@@ -28,7 +28,7 @@ class TrainingProblem:
     """A :class:`pintrain.mgrit.Problem`: ``model`` trained by ``optimizer`` for ``steps`` steps on
     the batches of ``schedule``, coarse steps by the propagator ``coarse``.
 
-    Coarse options: ``max_ratio`` (``split``: longest sub-interval, default 4), ``sample=r`` (a
+    Coarse options: ``max_ratio`` (``split``, ``lagged``: longest sub-interval, default 4), ``sample=r`` (a
     coarse gradient over m batches estimated from r of them, weighted m / r), ``alpha_growth`` and
     ``alpha_max`` (the paper's learning-rate rule of ``naive``/``solver1``/``solver2``), ``theta``
     (``gauss-newton``: the implicit weight of its step, default 1).
@@ -131,6 +131,8 @@ class TrainingProblem:
                 continue
             if paper_rule and value is not None:
                 raise OptionError(key, value, f"None: coarse {self.coarse!r} takes one step on fixed data")
+            if key == "sample" and value is not None and self.coarse == "lagged":
+                raise OptionError(key, value, "None: coarse 'lagged' takes every step on its own batch (use 'split')")
             if value is not None:
                 check_int(key, value, 1, ", or None for all m batches" if key == "sample" else "")
 
@@ -236,7 +238,7 @@ class TrainingProblem:
         gauss = COARSE_PROPAGATORS["gauss-newton"].refusal(self.linearizable, self.optimizer)
         if gauss is None:
             stable = "the stable coarse propagator 'gauss-newton'"
-        elif self.coarse == "split":
+        elif self.coarse in ("split", "lagged"):
             stable = f"a smaller max_ratio than {self.max_ratio}"
         else:
             stable = f"coarse='split' (max_ratio={self.max_ratio})"
@@ -401,7 +403,7 @@ class TrainingProblem:
         extra = ", ".join(
             f"{k} {v:g}"
             for k, v in self.coarse_options.items()
-            if v is not None and (k != "max_ratio" or self.coarse == "split")
+            if v is not None and (k != "max_ratio" or self.coarse in ("split", "lagged"))
         )
         return (
             f"{self.name} ({d['model']['summary']}), {self.n_steps} steps of {train}, "
