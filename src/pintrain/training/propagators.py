@@ -34,9 +34,10 @@ about r fine steps of work instead of m):
     ``split``'s one step.  The same samples and gradient work as ``split`` in r times the rows
     (r = ``max_ratio``).  Along serial training its step over 4 fine steps was 5-7x closer to the
     4 fine steps than ``split``'s (max_ratio 2; digits MLP and LSTM cell with Adam); with nested
-    iteration, N = 1024: Adam 8 iterations (``split`` 9), Adam on breast cancer 5 (8), Nesterov 9
-    (10), the bag of embeddings 9 (11) (docs/convergence.md).  The sample option is refused: every
-    step takes its own batch.
+    iteration, N = 1024: Adam 8 iterations (``split`` 9), Adam on breast cancer 5 (8), AdamW 7 (8),
+    the bag of embeddings 9 (10), momentum and Nesterov the same; but each iteration costs more (r
+    gradient rows where ``split`` has one), so it is an option, not the default (docs/convergence.md).
+    The sample option is refused: every step takes its own batch.
 
 ``gauss-newton``
     A linearly implicit step: ``w - (I + lr H)^{-1} lr g(w)`` with ``H = sum_j J_j^T S_j J_j`` the
