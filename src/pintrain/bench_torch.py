@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .mgrit import SolverOptions, solve
+from .training.propagators import COARSE_PROPAGATORS
 
 # name, problem, optimizer and its keywords, dtype, batch size
 TORCH_CASES: list[dict[str, Any]] = [
@@ -146,7 +147,7 @@ def bench_torch(
                     "case": case["case"],
                     "settings": {k: v for k, v in case.items() if k != "case"},
                     "N": steps,
-                    "coarse": f"{p.coarse}/{p.max_ratio}" if p.coarse in ("split", "lagged") else p.coarse,
+                    "coarse": f"{p.coarse}/{p.max_ratio}" if COARSE_PROPAGATORS[p.coarse].sub_intervals else p.coarse,
                     "tol": tol,
                     "serial_s": serial_s,
                     "mgrit_s": mgrit_s,

@@ -131,8 +131,9 @@ class TrainingProblem:
                 continue
             if paper_rule and value is not None:
                 raise OptionError(key, value, f"None: coarse {self.coarse!r} takes one step on fixed data")
-            if key == "sample" and value is not None and self.coarse == "lagged":
-                raise OptionError(key, value, "None: coarse 'lagged' takes every step on its own batch (use 'split')")
+            if key == "sample" and value is not None and not COARSE_PROPAGATORS[self.coarse].sampled:
+                own = f"None: coarse {self.coarse!r} takes every step on its own batch (use 'split')"
+                raise OptionError(key, value, own)
             if value is not None:
                 check_int(key, value, 1, ", or None for all m batches" if key == "sample" else "")
 
@@ -238,7 +239,7 @@ class TrainingProblem:
         gauss = COARSE_PROPAGATORS["gauss-newton"].refusal(self.linearizable, self.optimizer)
         if gauss is None:
             stable = "the stable coarse propagator 'gauss-newton'"
-        elif self.coarse in ("split", "lagged"):
+        elif COARSE_PROPAGATORS[self.coarse].sub_intervals:
             stable = f"a smaller max_ratio than {self.max_ratio}"
         else:
             stable = f"coarse='split' (max_ratio={self.max_ratio})"
@@ -403,7 +404,7 @@ class TrainingProblem:
         extra = ", ".join(
             f"{k} {v:g}"
             for k, v in self.coarse_options.items()
-            if v is not None and (k != "max_ratio" or self.coarse in ("split", "lagged"))
+            if v is not None and (k != "max_ratio" or COARSE_PROPAGATORS[self.coarse].sub_intervals)
         )
         return (
             f"{self.name} ({d['model']['summary']}), {self.n_steps} steps of {train}, "

@@ -214,6 +214,8 @@ class Propagator:
     alpha_growth: float | None = None  # the paper's learning-rate growth per doubling (None: not one of them)
     schedules: bool = True  # takes a learning-rate schedule and gradient clipping
     any_spacing: bool = False  # stable at any spacing (iterations about flat in the hierarchy): autotuned
+    sub_intervals: bool = False  # steps in sub-intervals of at most max_ratio fine steps (takes max_ratio)
+    sampled: bool = True  # may estimate its gradient from r of its m batches (takes sample)
 
     def refusal(
         self, linearizable: bool, optimizer: Optimizer, scheduled: bool = False, clipped: bool = False
@@ -242,8 +244,8 @@ COARSE_PROPAGATORS: dict[str, Propagator] = {
     p.name: p
     for p in (
         Propagator("union", union),
-        Propagator("split", split, any_spacing=True),
-        Propagator("lagged", lagged, any_spacing=True),
+        Propagator("split", split, any_spacing=True, sub_intervals=True),
+        Propagator("lagged", lagged, any_spacing=True, sub_intervals=True, sampled=False),
         Propagator(
             "gauss-newton", gauss_newton, needs_linearization=True, plain_sgd=True, schedules=False, any_spacing=True
         ),
