@@ -113,7 +113,7 @@ def test_one_row_gradient_equals_the_batched_one(norm):
     model = nn.Sequential(*layers, nn.Tanh(), nn.Linear(8, 3)).double()
     p = TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, optimizer=make_optimizer("sgd", 0.1))
     W = torch.stack([p.model.w0, p.model.w0 * 0.9])
-    for r in (1, 2, 4, 8):
+    for r in (1, 2, 4, 8, 16):
         b = p.batches(np.array([4, 4]), r)
         both = p.model.gradient(W, b)
         one = p.model.gradient_lone(W[:1], Batches(b.idx[:1], b.r, b.weight))
