@@ -21,7 +21,9 @@ to the ``--rank`` sharpest directions of ``D^1/2 H D^1/2`` (``H_r = D^-1/2 U S U
 0: none, the plain ``lagged``; ``--rank full``: all of H), H and D taken ONCE per ``--block`` steps
 on the serial run (an oracle table: the study asks whether a few directions held for many steps
 are enough, not how to get them cheaply; ``--table-from first``: taken instead on MGRIT's iterate
-after its nested start and one V-cycle of plain ``lagged``, states a library would have).  MGRIT
+after its nested start and one V-cycle of plain ``lagged``, states a library would have;
+``--table-from coarse``: on the coarsest level's trajectory from u0 alone, the coarse steps of
+spacing 16 one after the other, which a problem can make before any solve).  MGRIT
 (3 levels, cfactor 4, FCF, V-cycles, nested, tol 1e-9, float64) runs through pintrain's own
 solver with that coarse step; the row records the iterations and the residuals.  One torch thread.
 """
@@ -150,7 +152,17 @@ def correct(name: str, n: int, rank: str, block: int, max_ratio: int, max_iter: 
     if rank != "0":
         # the states the table is taken at: the serial run (an oracle), or MGRIT's iterate after its
         # nested start and one V-cycle of plain lagged (what a library could have)
-        at = S if source == "serial" else torch.as_tensor(np.asarray(solve(p, **SETTINGS, max_iter=1).states))
+        if source == "serial":
+            at = S
+        elif source == "first":
+            at = torch.as_tensor(np.asarray(solve(p, **SETTINGS, max_iter=1).states))
+        else:  # the coarsest level's trajectory from u0 (3 levels, cfactor 4: spacing 16), before any solve
+            at = torch.zeros_like(S)
+            at[0] = torch.as_tensor(np.asarray(p.initial()))
+            for k in range(0, n - 16 + 1, 16):
+                at[k + 16] = torch.as_tensor(np.asarray(p.step(at[k].numpy(), k, 16)))
+            assert block % 16 == 0, "the coarse trajectory holds every 16th state"
+
         for k in range(0, n, block):
             H, d = curvature(p, at, k, max_ratio)
             if rank == "full":
@@ -199,8 +211,8 @@ def main() -> None:
     ap.add_argument(
         "--table-from",
         default="serial",
-        choices=("serial", "first"),
-        help="serial (oracle) or MGRIT's first iterate",
+        choices=("serial", "first", "coarse"),
+        help="serial (oracle), MGRIT's first iterate, or the coarsest level's trajectory from u0",
     )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
