@@ -181,3 +181,9 @@ def test_solve_takes_options_or_keywords_not_both():
     assert a.iterations == b.iterations and np.array_equal(a.states, b.states)
     opts = SolverOptions(levels=4, cfactor=(8, 2), max_coarse=10, rtol=1e-3)
     assert SolverOptions.from_dict(opts.to_dict()) == opts
+
+
+def test_the_curvature_step_needs_hessian_vector_products():
+    p = model_problem("sine", steps=64)  # the numpy backend gives gradients and Jacobians, not Hessians
+    with pytest.raises(OptionError, match="curvature.*Hessian-vector products"):
+        TrainingProblem(p.model, p.schedule, Adam(0.01), 64, "curvature")

@@ -200,7 +200,7 @@ def test_cli_trains_the_paper_problems_with_the_papers_settings(tmp_path, capsys
         (["--problem", "xor", "--data", "full"], "--data"),
         (["--problem", "xor", "--coarse", "union", "--alpha-max", "2"], "alpha_max"),
         (["--problem", "digits-mlp", "--alpha-growth", "2"], "--alpha-growth"),
-        (["--problem", "digits-mlp", "--coarse", "solver1"], "'split' or 'lagged'"),
+        (["--problem", "digits-mlp", "--coarse", "solver1"], "'split', 'lagged' or 'curvature'"),
     ):
         assert main(["train", *bad, "--steps", "64"]) == 2, bad
         assert word in capsys.readouterr().err, bad

@@ -73,7 +73,15 @@ def test_batched_steps_equal_single_steps(name):
 
 @pytest.mark.parametrize(
     "name,coarse,levels",
-    [("sgd", "union", 3), ("momentum", "split", 3), ("adam", "union", 2), ("adamw", "split", 3), ("adam", "lagged", 3)],
+    [
+        ("sgd", "union", 3),
+        ("momentum", "split", 3),
+        ("adam", "union", 2),
+        ("adamw", "split", 3),
+        ("adam", "lagged", 3),
+        ("adam", "curvature", 3),
+        ("momentum", "curvature", 3),
+    ],
 )
 def test_mgrit_equals_serial_torch_loop(name, coarse, levels):
     p = small_problem(name, steps=192, lr=0.01 if name.startswith("adam") else 0.05)
@@ -430,7 +438,7 @@ def test_cli_digits_mlp_prints_accuracy_for_both(capsys, tmp_path):
 
 def test_cli_refuses_options_that_do_not_apply(capsys):
     assert main(["train", "--problem", "digits-mlp", "--coarse", "gauss-newton"]) == 2
-    assert "'split' or 'lagged'" in capsys.readouterr().err
+    assert "'split', 'lagged' or 'curvature'" in capsys.readouterr().err
     assert main(["train", "--problem", "xor", "--optimizer", "adam"]) == 2
     assert "torch problems" in capsys.readouterr().err
     assert main(["train", "--problem", "sine", "--compile"]) == 2
@@ -453,3 +461,37 @@ def test_fit_starts_from_nested_iteration_unless_told_not_to():
         assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-8
     with pytest.raises(OptionError, match="nested"):
         fit(small_net(), nn.CrossEntropyLoss(), X, y, nested="yes", **kw)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_curvature_table_at_full_rank_is_the_hessian_of_a_step(name):
+    # rank = P: the subspace is everything, so the term H_r dw is H dw, with H the Hessian of one step's
+    # loss (the mean over the block's first max_ratio batches), whatever Adam's preconditioner D
+    from pintrain.training.curvature import build
+
+    X, y = small_data()
+    model = nn.Sequential(nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 3)).double()  # 33 weights
+    opt = make_optimizer(name, 0.05)
+    p = TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=40, batch_size=16, optimizer=opt, seed=3)
+    p.max_ratio = 2
+    table = build(p, p.n_params, 16)
+    assert len(table.B) == 3  # blocks at steps 0, 16, 32 of the coarse trajectory
+    w = p.model.w0
+    xb, yb = p.model.X[torch.as_tensor(p.table[0:2].reshape(-1))], p.model.y[torch.as_tensor(p.table[0:2].reshape(-1))]
+    H = torch.func.hessian(lambda v: p.model._loss_union_lone(v, xb, yb, 2) / 2)(w)
+    dW = torch.randn(2, p.n_params, dtype=torch.float64)
+    got = table.term(dW, np.array([3, 15]))  # both rows in block 0 (trajectory state: u0)
+    assert float((got - dW @ H).abs().max()) < 1e-9 * float((dW @ H).abs().max())
+
+
+def test_mgrit_with_the_curvature_step_equals_serial_in_no_more_iterations_than_lagged():
+    # Adam at a large rate: the curvature step reaches the serial loop's weights, in no more iterations
+    # than the lagged step it corrects
+    p = small_problem("adam", steps=192, lr=0.05)
+    its = {}
+    for coarse in ("lagged", "curvature"):
+        p.coarse = coarse
+        res = solve(p, levels=3, cfactor=4, tol=1e-10, max_iter=60)
+        assert res.converged and np.abs(res.states - p.serial_torch()).max() < 1e-8
+        its[coarse] = res.iterations
+    assert its["curvature"] <= its["lagged"]

@@ -198,7 +198,7 @@ NUMPY_FLAGS = {
 TORCH_FLAGS = (
     "batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype", "device", "compile",
 )  # fmt: skip
-TORCH_COARSE = ("union", "split", "lagged")
+TORCH_COARSE = ("union", "split", "lagged", "curvature")
 FLAG_NAMES = {
     "hidden": "--hidden", "batch_size": "--batch-size", "seed": "--seed", "max_ratio": "--max-ratio",
     "sample": "--coarse-sample", "data": "--data", "examples": "--examples", "alpha_growth": "--alpha-growth",
@@ -236,7 +236,8 @@ def problem_from_args(args: argparse.Namespace):
         return model_problem(args.problem, **kwargs)
     if kwargs.get("coarse", "split") not in TORCH_COARSE:
         raise PintrainError(
-            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes 'union', 'split' or 'lagged'"
+            f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes "
+            "'union', 'split', 'lagged' or 'curvature'"
         )
     try:
         from .torch.digits import digits_problem

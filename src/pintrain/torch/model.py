@@ -363,6 +363,20 @@ class TorchModel:
         g = g[None]
         return g if batches.weight == 1.0 else batches.weight * g
 
+    def hessian_vectors(self, w: torch.Tensor, batches: Batches, V: torch.Tensor) -> torch.Tensor:
+        """Hessian-vector products of one row's loss over ``batches`` at ``w``, one per row of ``V``:
+        forward-over-reverse (``jvp`` of ``grad``) under vmap, about 0.8-0.9 of a gradient's cost a
+        vector for 8 vectors (LSTM cell, LayerNorm MLP, one thread)."""
+        with torch.enable_grad():
+            if batches.idx is None:
+                xb, yb, r = self.X, self.y, 1
+            else:
+                ix = self.ops.index(batches.idx[0])
+                xb, yb, r = self.X[ix], self.y[ix], batches.r
+            g = grad(lambda v: self._loss_union_lone(v, xb, yb, r) if r > 1 else self._loss_one(v, xb, yb))
+            H = vmap(lambda u: torch.func.jvp(g, (w,), (u,))[1])(V)
+        return H if batches.weight == 1.0 else batches.weight * H
+
     # -- compiled gradients (compile=True) ---------------------------------------------------------
     def _compile(self, W: torch.Tensor, trial: Batches) -> None:
         """``torch.compile`` the batched gradients.  A compiled function is specialised to its row

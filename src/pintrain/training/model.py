@@ -70,6 +70,16 @@ class HasLoneGradient(Protocol):
 
 
 @runtime_checkable
+class HasHessian(Protocol):
+    """A model that gives Hessian-vector products of its step losses (the ``curvature`` coarse step)."""
+
+    def hessian_vectors(self, w: Any, batches: Batches, V: Any) -> Any:
+        """``H V^T`` row by row: H the Hessian of one row's loss over ``batches`` (one row of
+        indices) at the weights ``w`` (P,), times each row of ``V`` (k, P); returns (k, P)."""
+        ...
+
+
+@runtime_checkable
 class Linearizable(Protocol):
     """A model that gives its output Jacobian (numpy arrays), for linearly implicit coarse steps."""
 

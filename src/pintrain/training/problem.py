@@ -16,10 +16,15 @@ import numpy as np
 
 from ..arrays import NUMPY
 from ..errors import OptionError, check_int, check_memory, check_positive
-from .model import Batches, HasLoneGradient, HasMetrics, HasSerialLoop, Linearizable, Model
+from .model import Batches, HasHessian, HasLoneGradient, HasMetrics, HasSerialLoop, Linearizable, Model
 from .optimizers import SGD, Optimizer
 from .propagators import COARSE_PROPAGATORS
 from .schedule import Schedule, check_steps, coarse_steps
+
+# the curvature coarse step's table: the sharpest directions held, and the steps one entry serves
+# (docs/convergence.md: rank 4-8 and blocks of 32-64 steps did what the whole Hessian did)
+CURVATURE_RANK = 8
+CURVATURE_BLOCK = 64
 
 COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max", "theta")
 
@@ -69,8 +74,13 @@ class TrainingProblem:
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
-            self.linearizable, optimizer, self.lrs is not None, self.clip_grad_norm is not None
+            self.linearizable,
+            optimizer,
+            self.lrs is not None,
+            self.clip_grad_norm is not None,
+            isinstance(model, HasHessian),
         )
+        self._curvature: Any = None  # the curvature step's table, built on first use
         if refusal is not None:
             raise OptionError("coarse", coarse, f"a propagator this problem can run: {refusal}")
         if schedule.n_samples != model.n_samples:
@@ -198,6 +208,15 @@ class TrainingProblem:
         if self.compiled_update is not None:
             return self.compiled_update.frozen(S, G_sum, ks, m, self.lrs)
         return self.optimizer.frozen(S, G_sum, ks, m, self.ops, self.lrs)
+
+    def curvature_term(self, dW: Any, ks: np.ndarray) -> Any:
+        """The ``curvature`` coarse step's ``H_r (w - w0)`` (:mod:`pintrain.training.curvature`); its
+        table is built on the first call (rank ``CURVATURE_RANK``, blocks of ``CURVATURE_BLOCK`` steps)."""
+        if self._curvature is None:
+            from .curvature import build
+
+            self._curvature = build(self, CURVATURE_RANK, CURVATURE_BLOCK)
+        return self._curvature.term(dW, ks)
 
     def clip(self, G: Any) -> Any:
         """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by

@@ -1,0 +1,103 @@
+"""The curvature table of the ``curvature`` coarse step: the few directions in which the optimizer's
+dynamics turn or stiffen fastest, and the Hessian there, one entry per block of steps.
+
+Step j of a ``lagged`` sub-interval that starts at w0 takes its batch's gradient at w0 where the
+fine step takes it at w_j: ``g_j(w0) + H (w_j - w0) + ...``.  For momentum and Adam (heavy-ball
+iterations) the directions of the preconditioned Hessian ``D^1/2 H D^1/2`` with the largest
+eigenvalues turn by the largest angle a step, and a lagged gradient gets their rotation wrong
+(docs/convergence.md, "The rotating modes").  The ``curvature`` step adds the missing term in the
+``rank`` sharpest of those directions: ``H_r (w_j - w0)`` with ``H_r = D^-1/2 U S U^T D^-1/2``
+(U, S the top eigenpairs of ``D^1/2 H D^1/2``), O(P rank) a step.
+
+The table holds one entry per block of ``block`` steps, taken at the block's first step on the
+coarse trajectory from u0 (``lagged`` steps of spacing ``block``, one after the other): a pure
+function of the problem, built once (on first use) and the same on every rank, so the coarse step
+stays one function of its input through the solve.  An entry costs ``ITERATIONS`` products of the
+Hessian with ``rank`` vectors (subspace iteration from a seeded start).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ITERATIONS = 10  # subspace iterations an entry
+
+
+def ops_index(like: Any, rows: np.ndarray) -> Any:
+    """``rows`` as an index of ``like``'s backend (a torch tensor takes a tensor index)."""
+    if isinstance(like, np.ndarray):
+        return rows
+    import torch
+
+    return torch.as_tensor(rows, device=like.device)
+
+
+class CurvatureTable:
+    """``B`` (blocks, P, rank) and ``s`` (blocks, rank): entry b's term is ``((dw @ B[b]) * s[b]) @ B[b].T``."""
+
+    def __init__(self, B: Any, s: Any, block: int) -> None:
+        self.B, self.s, self.block = B, s, int(block)
+
+    def term(self, dW: Any, ks: np.ndarray) -> Any:
+        """``H_r (w - w0)`` for every row of ``dW`` (the weights' change since the sub-interval's
+        start), with the entry of the block of each row's step ``ks``."""
+        entry = np.asarray(ks, dtype=np.int64) // self.block
+        blocks = np.unique(entry)
+        if blocks.size == 1:
+            B = self.B[int(blocks[0])]
+            return ((dW @ B) * self.s[int(blocks[0])]) @ B.T
+        out = dW * 0
+        for b in blocks:
+            rows = np.flatnonzero(entry == b)
+            B = self.B[int(b)]
+            rows_ = ops_index(dW, rows)
+            out[rows_] = ((dW[rows_] @ B) * self.s[int(b)]) @ B.T
+        return out
+
+
+def build(problem: Any, rank: int, block: int) -> CurvatureTable:
+    """The table of ``problem`` (a :class:`~pintrain.training.TrainingProblem` whose model gives
+    Hessian-vector products, :class:`~pintrain.training.model.HasHessian`): the coarse trajectory,
+    then one entry per block (the small rank x P algebra in numpy float64)."""
+    from .propagators import lagged_steps, sub_intervals
+
+    ops, model, P = problem.ops, problem.model, problem.n_params
+    n, r = problem.n_steps, problem.max_ratio
+    dtype = np.asarray(problem.initial()).dtype
+
+    def back(x: np.ndarray) -> Any:
+        return ops.asarray(np.ascontiguousarray(x, dtype=dtype))
+
+    S = ops.asarray(problem.initial()[None, :])
+    Bs, ss = [], []
+    for k in range(0, n, block):
+        root = np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(S, k, ops)[0])), dtype=np.float64)
+        q = min(r, n - k)  # the Hessian of one step's loss: the mean over the first q batches of the block
+        batches = problem.batches(np.array([k]), q)
+        B, ev = _entry(
+            lambda V, w=S[0, :P], b=batches, q=q: model.hessian_vectors(w, b, V) / q, ops, back, root, rank, k
+        )
+        Bs.append(B)
+        ss.append(ev)
+        if k + block < n:  # on along the coarse trajectory
+            S = sub_intervals(lagged_steps, problem, S, np.array([k]), block)
+    return CurvatureTable(Bs, ss, block)
+
+
+def _entry(hv: Any, ops: Any, back: Any, root: np.ndarray, rank: int, seed: int) -> tuple[Any, Any]:
+    """``(B, s)`` of one entry: subspace iteration for the top ``rank`` eigenpairs of ``A = D^1/2 H
+    D^1/2`` (``hv(V)``: H times each row of V; ``root``: D^1/2), then Rayleigh-Ritz; ``B = D^-1/2 U``."""
+    r = back(root)
+
+    def product(V: Any) -> np.ndarray:  # A V^T, row by row
+        return np.asarray(ops.to_numpy(hv(V * r) * r), dtype=np.float64)
+
+    V = back(np.random.default_rng(seed).standard_normal((rank, root.size)))
+    for _ in range(ITERATIONS):
+        V = back(np.linalg.qr(product(V).T)[0].T)
+    Vn = np.asarray(ops.to_numpy(V), dtype=np.float64)
+    T = Vn @ product(V).T
+    ev, U = np.linalg.eigh((T + T.T) / 2)
+    return back((U.T @ Vn).T / root[:, None]), back(ev)
