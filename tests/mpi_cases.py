@@ -39,6 +39,11 @@ CASES = {
     "sine-union-diverges": (lambda: model_problem("sine", steps=4096, coarse="union"), {"levels": 4, "cfactor": 4}),
     "fine-nan-at-400": (lambda: FineNaN(1024, lam=-1.0), {"levels": 3, "cfactor": 4}),
     "torch-mlp-adam": (lambda: _torch_problem("adam", 0.01), {"levels": 3, "cfactor": 4, "tol": 1e-10}),
+    # the curvature step's table: built by every rank from the problem alone, the same on each
+    "torch-mlp-adam-curvature": (
+        lambda: _torch_problem("adam", 0.01, coarse="curvature"),
+        {"levels": 3, "cfactor": 4, "tol": 1e-10},
+    ),
 }
 # C-point storage: the same cases keeping only C-points (the answer at the kept points is full storage's)
 for _name in ("dahlquist-uneven", "heat-cflist-F-Fcycle", "heat-nested", "torch-mlp-adam"):
@@ -46,7 +51,7 @@ for _name in ("dahlquist-uneven", "heat-cflist-F-Fcycle", "heat-nested", "torch-
     CASES[_name + "-cpoints"] = (_make, {**_opts, "storage": "c-points"})
 
 
-def _torch_problem(optimizer, lr):
+def _torch_problem(optimizer, lr, coarse="split"):
     """A small torch MLP classifier on synthetic data, trained with ``optimizer``."""
     import torch
     from torch import nn
@@ -59,4 +64,6 @@ def _torch_problem(optimizer, lr):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3)).double()
     opt = make_optimizer(optimizer, lr)
-    return TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=160, batch_size=16, optimizer=opt, seed=1)
+    return TorchProblem(
+        model, nn.CrossEntropyLoss(), X, y, steps=160, batch_size=16, optimizer=opt, seed=1, coarse=coarse, max_ratio=2
+    )

@@ -475,13 +475,18 @@ def test_the_curvature_table_at_full_rank_is_the_hessian_of_a_step(name):
     p = TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=40, batch_size=16, optimizer=opt, seed=3)
     p.max_ratio = 2
     table = build(p, p.n_params, 16)
-    assert len(table.B) == 3  # blocks at steps 0, 16, 32 of the coarse trajectory
+    assert len(table.Bt) == 3  # blocks at steps 0, 16, 32 of the coarse trajectory
     w = p.model.w0
     xb, yb = p.model.X[torch.as_tensor(p.table[0:2].reshape(-1))], p.model.y[torch.as_tensor(p.table[0:2].reshape(-1))]
     H = torch.func.hessian(lambda v: p.model._loss_union_lone(v, xb, yb, 2) / 2)(w)
     dW = torch.randn(2, p.n_params, dtype=torch.float64)
     got = table.term(dW, np.array([3, 15]))  # both rows in block 0 (trajectory state: u0)
     assert float((got - dW @ H).abs().max()) < 1e-9 * float((dW @ H).abs().max())
+    # a row's term is the same bit for bit whatever rows share the call (rank-count independence)
+    many = torch.randn(7, p.n_params, dtype=torch.float64)
+    both = table.term(many, np.array([0, 20, 33, 1, 17, 39, 5]))
+    for i, k in enumerate([0, 20, 33, 1, 17, 39, 5]):
+        assert torch.equal(both[i], table.term(many[i : i + 1], np.array([k]))[0])
 
 
 def test_mgrit_with_the_curvature_step_equals_serial_in_no_more_iterations_than_lagged():

@@ -35,26 +35,33 @@ def ops_index(like: Any, rows: np.ndarray) -> Any:
 
 
 class CurvatureTable:
-    """``B`` (blocks, P, rank) and ``s`` (blocks, rank): entry b's term is ``((dw @ B[b]) * s[b]) @ B[b].T``."""
+    """``Bt`` (blocks of (rank, P)) and ``s`` (blocks of (rank,)): entry b's term for a change dw is
+    ``sum_j (dw . Bt[b][j]) s[b][j] Bt[b][j]``."""
 
-    def __init__(self, B: Any, s: Any, block: int) -> None:
-        self.B, self.s, self.block = B, s, int(block)
+    def __init__(self, Bt: list[Any], s: list[Any], block: int) -> None:
+        self.Bt, self.s, self.block = Bt, s, int(block)
 
     def term(self, dW: Any, ks: np.ndarray) -> Any:
         """``H_r (w - w0)`` for every row of ``dW`` (the weights' change since the sub-interval's
-        start), with the entry of the block of each row's step ``ks``."""
+        start), with the entry of the block of each row's step ``ks``.  Row by row in elementwise
+        products and row sums, not a matrix product, so that a row's value does not depend on how
+        many rows a call holds (the same answer at any rank count)."""
         entry = np.asarray(ks, dtype=np.int64) // self.block
         blocks = np.unique(entry)
         if blocks.size == 1:
-            B = self.B[int(blocks[0])]
-            return ((dW @ B) * self.s[int(blocks[0])]) @ B.T
+            return self._term(dW, int(blocks[0]))
         out = dW * 0
         for b in blocks:
-            rows = np.flatnonzero(entry == b)
-            B = self.B[int(b)]
-            rows_ = ops_index(dW, rows)
-            out[rows_] = ((dW[rows_] @ B) * self.s[int(b)]) @ B.T
+            rows = ops_index(dW, np.flatnonzero(entry == b))
+            out[rows] = self._term(dW[rows], int(b))
         return out
+
+    def _term(self, dW: Any, b: int) -> Any:
+        Bt, s = self.Bt[b], self.s[b]
+        value = dW * 0
+        for j in range(Bt.shape[0]):
+            value = value + ((dW * Bt[j]).sum(1)[:, None] * s[j]) * Bt[j]
+        return value
 
 
 def build(problem: Any, rank: int, block: int) -> CurvatureTable:
@@ -76,10 +83,10 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
         root = np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(S, k, ops)[0])), dtype=np.float64)
         q = min(r, n - k)  # the Hessian of one step's loss: the mean over the first q batches of the block
         batches = problem.batches(np.array([k]), q)
-        B, ev = _entry(
+        Bt, ev = _entry(
             lambda V, w=S[0, :P], b=batches, q=q: model.hessian_vectors(w, b, V) / q, ops, back, root, rank, k
         )
-        Bs.append(B)
+        Bs.append(Bt)
         ss.append(ev)
         if k + block < n:  # on along the coarse trajectory
             S = sub_intervals(lagged_steps, problem, S, np.array([k]), block)
@@ -87,8 +94,9 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
 
 
 def _entry(hv: Any, ops: Any, back: Any, root: np.ndarray, rank: int, seed: int) -> tuple[Any, Any]:
-    """``(B, s)`` of one entry: subspace iteration for the top ``rank`` eigenpairs of ``A = D^1/2 H
-    D^1/2`` (``hv(V)``: H times each row of V; ``root``: D^1/2), then Rayleigh-Ritz; ``B = D^-1/2 U``."""
+    """``(Bt, s)`` of one entry: subspace iteration for the top ``rank`` eigenpairs of ``A = D^1/2 H
+    D^1/2`` (``hv(V)``: H times each row of V; ``root``: D^1/2), then Rayleigh-Ritz; the rows of
+    ``Bt`` are ``D^-1/2`` times the Ritz vectors."""
     r = back(root)
 
     def product(V: Any) -> np.ndarray:  # A V^T, row by row
@@ -100,4 +108,4 @@ def _entry(hv: Any, ops: Any, back: Any, root: np.ndarray, rank: int, seed: int)
     Vn = np.asarray(ops.to_numpy(V), dtype=np.float64)
     T = Vn @ product(V).T
     ev, U = np.linalg.eigh((T + T.T) / 2)
-    return back((U.T @ Vn).T / root[:, None]), back(ev)
+    return back((U.T @ Vn) / root[None, :]), back(ev)

@@ -215,7 +215,11 @@ class TrainingProblem:
         if self._curvature is None:
             from .curvature import build
 
-            self._curvature = build(self, CURVATURE_RANK, CURVATURE_BLOCK)
+            lone, self._lone = self._lone, False  # batched gradients: the same table whichever call builds it
+            try:
+                self._curvature = build(self, CURVATURE_RANK, CURVATURE_BLOCK)
+            finally:
+                self._lone = lone
         return self._curvature.term(dW, ks)
 
     def clip(self, G: Any) -> Any:
