@@ -350,16 +350,20 @@ class TorchModel:
             return self._gradient_one_row(W, batches)
         return self._gradient_eager(W, batches)
 
+    def _row_loss(self, batches: Batches) -> Any:
+        """The loss of one row's batches (``batches.idx`` of one row) as a function of its weights."""
+        if batches.idx is None:
+            return lambda w: self._loss_one(w, self.X, self.y)
+        ix = self.ops.index(batches.idx[0])
+        xb, yb, r = self.X[ix], self.y[ix], batches.r
+        if r == 1:
+            return lambda w: self._loss_one(w, xb, yb)
+        return lambda w: self._loss_union_lone(w, xb, yb, r)
+
     def _gradient_one_row(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         with torch.enable_grad():
             w = W[0].detach().requires_grad_(True)
-            if batches.idx is None:
-                loss = self._loss_one(w, self.X, self.y)
-            else:
-                ix = self.ops.index(batches.idx[0])
-                xb, yb = self.X[ix], self.y[ix]
-                loss = self._loss_one(w, xb, yb) if batches.r == 1 else self._loss_union_lone(w, xb, yb, batches.r)
-            (g,) = torch.autograd.grad(loss, w)
+            (g,) = torch.autograd.grad(self._row_loss(batches)(w), w)
         g = g[None]
         return g if batches.weight == 1.0 else batches.weight * g
 
@@ -368,12 +372,7 @@ class TorchModel:
         forward-over-reverse (``jvp`` of ``grad``) under vmap, about 0.8-0.9 of a gradient's cost a
         vector for 8 vectors (LSTM cell, LayerNorm MLP, one thread)."""
         with torch.enable_grad():
-            if batches.idx is None:
-                xb, yb, r = self.X, self.y, 1
-            else:
-                ix = self.ops.index(batches.idx[0])
-                xb, yb, r = self.X[ix], self.y[ix], batches.r
-            g = grad(lambda v: self._loss_union_lone(v, xb, yb, r) if r > 1 else self._loss_one(v, xb, yb))
+            g = grad(self._row_loss(batches))
             H = vmap(lambda u: torch.func.jvp(g, (w,), (u,))[1])(V)
         return H if batches.weight == 1.0 else batches.weight * H
 

@@ -25,21 +25,12 @@ import numpy as np
 ITERATIONS = 10  # subspace iterations an entry
 
 
-def ops_index(like: Any, rows: np.ndarray) -> Any:
-    """``rows`` as an index of ``like``'s backend (a torch tensor takes a tensor index)."""
-    if isinstance(like, np.ndarray):
-        return rows
-    import torch
-
-    return torch.as_tensor(rows, device=like.device)
-
-
 class CurvatureTable:
     """``Bt`` (blocks of (rank, P)) and ``s`` (blocks of (rank,)): entry b's term for a change dw is
     ``sum_j (dw . Bt[b][j]) s[b][j] Bt[b][j]``."""
 
-    def __init__(self, Bt: list[Any], s: list[Any], block: int) -> None:
-        self.Bt, self.s, self.block = Bt, s, int(block)
+    def __init__(self, Bt: list[Any], s: list[Any], block: int, ops: Any) -> None:
+        self.Bt, self.s, self.block, self.ops = Bt, s, int(block), ops
 
     def term(self, dW: Any, ks: np.ndarray) -> Any:
         """``H_r (w - w0)`` for every row of ``dW`` (the weights' change since the sub-interval's
@@ -52,7 +43,7 @@ class CurvatureTable:
             return self._term(dW, int(blocks[0]))
         out = dW * 0
         for b in blocks:
-            rows = ops_index(dW, np.flatnonzero(entry == b))
+            rows = self.ops.index(np.flatnonzero(entry == b))
             out[rows] = self._term(dW[rows], int(b))
         return out
 
@@ -72,15 +63,15 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
 
     ops, model, P = problem.ops, problem.model, problem.n_params
     n, r = problem.n_steps, problem.max_ratio
-    dtype = np.asarray(problem.initial()).dtype
+    u0 = np.asarray(problem.initial())
 
     def back(x: np.ndarray) -> Any:
-        return ops.asarray(np.ascontiguousarray(x, dtype=dtype))
+        return ops.asarray(np.ascontiguousarray(x, dtype=u0.dtype))
 
-    S = ops.asarray(problem.initial()[None, :])
+    S = ops.asarray(u0[None, :])
     Bs, ss = [], []
     for k in range(0, n, block):
-        root = np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(S, k, ops)[0])), dtype=np.float64)
+        root = np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(S, P, k, ops)[0])), dtype=np.float64)
         q = min(r, n - k)  # the Hessian of one step's loss: the mean over the first q batches of the block
         batches = problem.batches(np.array([k]), q)
         Bt, ev = _entry(
@@ -90,7 +81,7 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
         ss.append(ev)
         if k + block < n:  # on along the coarse trajectory
             S = sub_intervals(lagged_steps, problem, S, np.array([k]), block)
-    return CurvatureTable(Bs, ss, block)
+    return CurvatureTable(Bs, ss, block, ops)
 
 
 def _entry(hv: Any, ops: Any, back: Any, root: np.ndarray, rank: int, seed: int) -> tuple[Any, Any]:

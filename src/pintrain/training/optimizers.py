@@ -153,11 +153,10 @@ class Optimizer(ABC):
         the coupled weight decay; ``lr``: each row's learning rate (numpy, (B,)), or None for ``lr``."""
         return self.apply(parts, g, self.coefficients(k, ops, parts[0], lr), ops, decay)
 
-    def preconditioner(self, S: Any, k: int, ops: ArrayOps) -> Any:
-        """The diagonal D by which the step scales the gradient, per row of states ``S`` (B, P) before
-        step k (ones; Adam: ``1 / (sqrt(v_hat) + eps)``), for the ``curvature`` coarse step."""
-        w = S[:, : (S.shape[1] - (1 if self.counts_steps else 0)) // (1 + self.slots)]
-        return w * 0 + 1
+    def preconditioner(self, S: Any, n_params: int, k: int, ops: ArrayOps) -> Any:
+        """The diagonal D by which the step scales the gradient, per row of states ``S`` before step k
+        (B, n_params: ones; Adam: ``1 / (sqrt(v_hat) + eps)``), for the ``curvature`` coarse step."""
+        return S[:, :n_params] * 0 + 1
 
     @abstractmethod
     def coefficients(self, k: Any, ops: ArrayOps, like: Any, lr: np.ndarray | None) -> tuple[Any, ...]:
@@ -326,8 +325,8 @@ class Adam(Optimizer):
             keep = 1 - rate * self.weight_decay if lr is None else ops.column(1 - rate * self.weight_decay, like)
         return (step_size, bc2_sqrt, t, keep)
 
-    def preconditioner(self, S: Any, k: int, ops: ArrayOps) -> Any:
-        v = self.split(S, (S.shape[1] - 1) // 3)[2]
+    def preconditioner(self, S: Any, n_params: int, k: int, ops: ArrayOps) -> Any:
+        v = self.split(S, n_params)[2]
         b2 = self.betas[1]
         return 1.0 / (ops.sqrt(ops.clamp_min(v, 0.0) / (1 - b2 ** max(k, 1))) + self.eps)
 

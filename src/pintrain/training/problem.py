@@ -73,6 +73,7 @@ class TrainingProblem:
         self._lone_path = isinstance(model, HasLoneGradient)
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
+        self._curvature: Any = None  # the curvature step's table, built on first use
         refusal = COARSE_PROPAGATORS[coarse].refusal(
             self.linearizable,
             optimizer,
@@ -80,7 +81,6 @@ class TrainingProblem:
             self.clip_grad_norm is not None,
             isinstance(model, HasHessian),
         )
-        self._curvature: Any = None  # the curvature step's table, built on first use
         if refusal is not None:
             raise OptionError("coarse", coarse, f"a propagator this problem can run: {refusal}")
         if schedule.n_samples != model.n_samples:
