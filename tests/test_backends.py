@@ -187,3 +187,21 @@ def test_the_curvature_step_needs_hessian_vector_products():
     p = model_problem("sine", steps=64)  # the numpy backend gives gradients and Jacobians, not Hessians
     with pytest.raises(OptionError, match="curvature.*Hessian-vector products"):
         TrainingProblem(p.model, p.schedule, Adam(0.01), 64, "curvature")
+
+
+def test_auto_coarse_is_split_on_a_model_without_hessians():
+    p = model_problem("sine", steps=64)
+    assert TrainingProblem(p.model, p.schedule, Adam(0.01), 64, "auto").coarse == "split"
+
+
+def test_orthonormal_rows_spans_the_rows_and_completes_a_dependent_set():
+    from pintrain.training.curvature import orthonormal_rows
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 40))
+    Q = orthonormal_rows(A)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(6), atol=1e-13)
+    np.testing.assert_allclose(A @ Q.T @ Q, A, atol=1e-12)  # the same row space
+    A[3] = A[0] + 2 * A[1]  # dependent rows: still an orthonormal set of 6
+    Q = orthonormal_rows(A)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(6), atol=1e-12)

@@ -500,3 +500,64 @@ def test_mgrit_with_the_curvature_step_equals_serial_in_no_more_iterations_than_
         assert res.converged and np.abs(res.states - p.serial_torch()).max() < 1e-8
         its[coarse] = res.iterations
     assert its["curvature"] <= its["lagged"]
+
+
+def test_auto_coarse_is_curvature_for_momentum_and_adam_and_split_for_sgd():
+    X, y = small_data()
+    picked = {}
+    for name, hyper in [("sgd", {}), ("sgd", {"momentum": 0.9}), ("nesterov", {}), ("adam", {}), ("adamw", {})]:
+        opt = make_optimizer(name, 0.02, **hyper)
+        p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=64, batch_size=16, optimizer=opt)
+        picked[opt.name] = p.coarse
+    assert picked == {"sgd": "split", "momentum": "curvature", "nesterov": "curvature", "adam": "curvature",
+                      "adamw": "curvature"}  # fmt: skip
+    # a sampled coarse gradient is split's option: auto then picks split
+    p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=64, batch_size=16,
+                     optimizer=make_optimizer("adam", 0.01), sample=1)  # fmt: skip
+    assert p.coarse == "split"
+    # fit's default: the serial loop's weights, with the curvature step
+    kw = {"steps": 96, "batch_size": 16, "optimizer": "adam", "lr": 0.02, "seed": 3}
+    serial = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    res = fit(small_net(), nn.CrossEntropyLoss(), X, y, levels=3, cfactor=4, tol=1e-10, **kw)
+    assert res.problem.coarse == "curvature" and res.solver.converged
+    assert np.abs(res.states - serial.states).max() < 1e-8
+
+
+def test_the_curvature_options_rank_and_block():
+    X, y = small_data()
+    kw = {"steps": 96, "batch_size": 16, "optimizer": "adam", "lr": 0.02, "seed": 3}
+    serial = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
+    res = fit(small_net(), nn.CrossEntropyLoss(), X, y, levels=3, cfactor=4, tol=1e-10,
+              coarse_options={"rank": 3, "block": 16}, **kw)  # fmt: skip
+    table = res.problem._curvature
+    assert len(table.Bt) == 6 and tuple(table.Bt[0].shape) == (3, res.problem.n_params)  # 96 / 16 entries
+    assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-8
+    for options, match in [
+        ({"rank": 0}, "rank"),
+        ({"block": 2.5}, "block"),
+        ({"max_ratio": 2}, "its own argument"),
+        ({"tau": 1}, "one of max_ratio"),
+    ]:
+        with pytest.raises(OptionError, match=match):
+            fit(small_net(), nn.CrossEntropyLoss(), X, y, coarse_options=options, **kw)
+    with pytest.raises(OptionError, match="only with coarse 'curvature'"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, coarse="split", coarse_options={"rank": 4}, **kw)
+    with pytest.raises(OptionError, match="coarse_options"):
+        fit(small_net(), nn.CrossEntropyLoss(), X, y, coarse_options=[("rank", 4)], **kw)
+
+
+def test_a_curvature_table_built_before_the_solve_counts_in_its_time():
+    # the cost model builds the table before it times the steps (problem.prepare); the solve's reported
+    # time still holds it, and it is built once
+    from pintrain.api import train
+    from pintrain.mgrit import SolverOptions
+
+    p = small_problem("adam", steps=128, lr=0.02)
+    assert p.coarse == "curvature" and p.setup_s == 0.0
+    p.prepare()
+    built, table = p.setup_s, p._curvature
+    assert built > 0 and table is not None
+    run = train(p, "mgrit", SolverOptions(levels=3, cfactor=4, tol=1e-10, nested=True))
+    assert p._curvature is table and p.setup_s == built  # not built again
+    assert run.wall_s >= built and run.solver.converged
+    assert np.abs(run.states - p.serial_torch()).max() < 1e-8

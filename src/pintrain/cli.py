@@ -33,7 +33,8 @@ def add_solver_arguments(
     p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float, memory: bool = True, auto: bool = False
 ) -> None:
     g = p.add_argument_group("MGRIT solver")
-    chosen = " (default: chosen by the cost model for gauss-newton and split, else {})" if auto else " (default {})"
+    by_model = " (default: chosen by the cost model for the propagators stable at any spacing, else {})"
+    chosen = by_model if auto else " (default {})"
     g.add_argument(
         "--levels",
         type=int,
@@ -198,7 +199,7 @@ NUMPY_FLAGS = {
 TORCH_FLAGS = (
     "batch_size", "seed", "max_ratio", "sample", "optimizer", "momentum", "weight_decay", "dtype", "device", "compile",
 )  # fmt: skip
-TORCH_COARSE = ("union", "split", "lagged", "curvature")
+TORCH_COARSE = ("auto", "union", "split", "lagged", "curvature")
 FLAG_NAMES = {
     "hidden": "--hidden", "batch_size": "--batch-size", "seed": "--seed", "max_ratio": "--max-ratio",
     "sample": "--coarse-sample", "data": "--data", "examples": "--examples", "alpha_growth": "--alpha-growth",
@@ -234,10 +235,10 @@ def problem_from_args(args: argparse.Namespace):
         from .training import model_problem
 
         return model_problem(args.problem, **kwargs)
-    if kwargs.get("coarse", "split") not in TORCH_COARSE:
+    if kwargs.get("coarse", "auto") not in TORCH_COARSE:
         raise PintrainError(
             f"--coarse {args.coarse} is for the numpy problems; {args.problem} takes "
-            "'union', 'split', 'lagged' or 'curvature'"
+            "'auto', 'union', 'split', 'lagged' or 'curvature'"
         )
     try:
         from .torch.digits import digits_problem
@@ -488,10 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=None, help="seed of the data order and initial weights (default 0)")
     pt.add_argument(
         "--coarse",
-        choices=list(COARSE_PROPAGATORS),
+        choices=["auto", *COARSE_PROPAGATORS],
         default=None,
-        help="coarse propagator (default gauss-newton; paper1/2: solver1; digits: split). naive, solver1, "
-        "solver2: Schroder 2017's one step with a learning rate growing by level",
+        help="coarse propagator (default gauss-newton; paper1/2: solver1; digits: auto, which is curvature "
+        "for momentum/Adam and split for SGD). naive, solver1, solver2: Schroder 2017's one step with a "
+        "learning rate growing by level",
     )
     pt.add_argument("--alpha-growth", type=float, default=None, help="solver1/2: growth per level (default 2)")
     pt.add_argument("--alpha-max", type=float, default=None, help="naive/solver1/2: cap of the coarse learning rate")

@@ -41,6 +41,7 @@ class StepCosts:
     per_call: list[float] = field(default_factory=list)
     per_row: list[float] = field(default_factory=list)
     seconds: float = 0.0  # time the measurement took
+    setup_seconds: float = 0.0  # time the problem's prepare() took before it (a coarse step's table)
 
     def at(self, m: int) -> tuple[float, float]:
         """``(a(m), b(m))``, interpolated in log-log between the measured spacings (extrapolated
@@ -76,6 +77,11 @@ def measure(problem: Any, max_spacing: int, budget_s: float = 1.0) -> StepCosts:
     once), best of a few; stops early once a probe costs more than a fifth of ``budget_s`` or half
     of it has gone (larger spacings are extrapolated)."""
     t_start = time.perf_counter()
+    prepare = getattr(problem, "prepare", None)
+    if callable(prepare):  # what the coarse step builds once (a table), not a step's cost
+        prepare()
+    setup = time.perf_counter() - t_start
+    t_start = time.perf_counter()
     u0 = np.asarray(problem.initial())
     ops = problem.ops if isinstance(problem, Native) else NUMPY
     native = None if ops is NUMPY else ops
@@ -99,6 +105,7 @@ def measure(problem: Any, max_spacing: int, budget_s: float = 1.0) -> StepCosts:
             break
         m *= 4
     costs.seconds = time.perf_counter() - t_start
+    costs.setup_seconds = setup
     return costs
 
 
@@ -133,7 +140,14 @@ class Choice:
         o = self.options
         cf = o.cfactor if isinstance(o.cfactor, int) else ",".join(map(str, o.cfactor))
         return (
-            f"settings chosen by the cost model from measured step costs ({self.costs.seconds:.2f} s to measure): "
+            f"settings chosen by the cost model from measured step costs ({self.costs.seconds:.2f} s to measure"
+            + (
+                f"; {self.costs.setup_seconds:.2f} s before it to build the coarse step's table, counted in "
+                "MGRIT's time"
+                if self.costs.setup_seconds
+                else ""
+            )  # fmt: skip
+            + "): "
             f"levels {o.levels}, cfactor {cf}, nested; a V-cycle about {self.seconds * 1e3:.3g} ms "
             f"(3 levels, cfactor 4: {self.base_seconds * 1e3:.3g} ms)"
         )

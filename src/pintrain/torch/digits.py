@@ -74,7 +74,7 @@ def digits_problem(
     optimizer: str = "sgd",
     lr: float | None = None,
     seed: int = 0,
-    coarse: str = "split",
+    coarse: str = "auto",
     max_ratio: int = 2,
     sample: int | None = None,
     dtype: str = "float64",

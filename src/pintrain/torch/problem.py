@@ -4,10 +4,10 @@
 :class:`~pintrain.torch.model.TorchModel` backend and the torch user's words for its settings:
 the fine step k is one optimizer step on the mini-batch ``schedule.batch(k)``, exactly as a loop of
 ``loss.backward(); opt.step()`` would do, and the coarse propagators are the registry's
-(:mod:`pintrain.training.propagators`): ``union`` (the gradient of the m step losses at the start,
-frozen, and the optimizer's m steps with it) and ``split`` (the same over sub-intervals of at most
-``max_ratio`` steps, each on its own batches).  With ``sample=r``, a coarse gradient over m > r
-steps is estimated from r of their m batches, spread evenly and weighted m / r.
+(:mod:`pintrain.training.propagators`); by default (``coarse="auto"``) ``curvature`` for the
+optimizers with momentum (momentum, Nesterov, Adam, AdamW) and ``split`` for plain SGD.  With
+``sample=r``, a coarse gradient over m > r steps is estimated from r of their m batches, spread
+evenly and weighted m / r (``split``; ``auto`` then picks it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,16 @@ from .update import COMPILED_MIN_ROWS, CompiledUpdate
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
 
 
+def _coarse_options(max_ratio: int, sample: int | None, more: dict[str, Any] | None) -> dict[str, Any]:
+    """``max_ratio`` and ``sample`` with the other coarse options (``rank``, ``block``, ...) given as a dict."""
+    if more is not None and not isinstance(more, dict):
+        raise OptionError("coarse_options", more, "a dict of coarse options, e.g. {'rank': 4}")
+    twice = sorted({"max_ratio", "sample"} & set(more or {}))
+    if twice:
+        raise OptionError("coarse_options", twice[0], "given as its own argument, not in coarse_options")
+    return {"max_ratio": max_ratio, "sample": sample, **(more or {})}
+
+
 class TorchProblem(TrainingProblem):
     """Training ``model`` on ``(X, y)`` with ``optimizer`` for ``steps`` steps, as an evolution.
 
@@ -35,7 +45,10 @@ class TorchProblem(TrainingProblem):
     model given is copied (converted to ``dtype``, moved to ``device``), never changed.  The solver
     keeps its level arrays as torch tensors on ``device``; results come back as numpy arrays.
     ``compile=True`` runs the batched gradients (:class:`TorchModel`) and the optimizer's update
-    (:class:`~pintrain.torch.update.CompiledUpdate`) through ``torch.compile``.
+    (:class:`~pintrain.torch.update.CompiledUpdate`) through ``torch.compile``.  ``coarse="auto"``
+    (the default) is ``curvature`` for momentum, Nesterov, Adam and AdamW and ``split`` for plain SGD
+    (:func:`~pintrain.training.propagators.default_coarse`); ``coarse_options`` the propagator's
+    other options (``curvature``: ``rank``, ``block``).
     """
 
     model: TorchModel
@@ -52,9 +65,10 @@ class TorchProblem(TrainingProblem):
         optimizer: Optimizer,
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
-        coarse: str = "split",
+        coarse: str = "auto",
         max_ratio: int = 2,
         sample: int | None = None,
+        coarse_options: dict[str, Any] | None = None,
         max_batch_samples: int = 1 << 16,
         name: str = "torch",
         test_data: tuple[Any, Any] | None = None,
@@ -98,10 +112,9 @@ class TorchProblem(TrainingProblem):
             steps,
             coarse,
             name=name,
-            max_ratio=max_ratio,
-            sample=sample,
             lr_schedule=lr_schedule,
             clip_grad_norm=clip_grad_norm,
+            **_coarse_options(max_ratio, sample, coarse_options),
         )
         if compile:  # the update too: one fused kernel a call instead of a pass per operation
             self.compiled_update = CompiledUpdate(self.optimizer, self.ops)

