@@ -106,6 +106,8 @@ class CoarseContext(Protocol):
 
     def gradient_sum(self, W: Any, ks: np.ndarray, m: int) -> Any: ...
 
+    def gradient_steps(self, W: Any, ks: np.ndarray, r: int) -> Any: ...
+
     def gradient_all(self, W: Any, ks: np.ndarray, m: int) -> Any: ...
 
     def gradient_level(self, W: Any, ks: np.ndarray, m: int) -> Any: ...
@@ -158,10 +160,7 @@ def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved:
     """The r optimizer steps from ``ks``, step j with the gradient of batch ``ks + j`` at the start's
     weights; ``curved``: plus the curvature term ``H_r (w_j - w_start)`` (the ``curvature`` step)."""
     W = S[:, : problem.n_params]
-    rows = np.repeat(np.arange(W.shape[0]), r)
-    steps = (ks[:, None] + np.arange(r)[None, :]).reshape(-1)
-    G = problem.gradient_sum(W[problem.ops.index(rows)], steps, 1)
-    G = G.reshape(W.shape[0], r, -1)
+    G = problem.gradient_steps(W, ks, r)
     W0 = W * 1 if curved else None  # a copy: S's rows may be updated in place
     for j in range(r):
         g = G[:, j]
