@@ -482,6 +482,9 @@ def test_the_curvature_table_at_full_rank_is_the_hessian_of_a_step(name):
     dW = torch.randn(2, p.n_params, dtype=torch.float64)
     got = table.term(dW, np.array([3, 15]))  # both rows in block 0 (trajectory state: u0)
     assert float((got - dW @ H).abs().max()) < 1e-9 * float((dW @ H).abs().max())
+    # the coarsest chain's one-row path: the same term, to rounding
+    lone = table.term_lone(dW[:1], 3)
+    assert float((lone - got[0]).abs().max()) < 1e-12 * float(got[0].abs().max())
     # a row's term is the same bit for bit whatever rows share the call (rank-count independence)
     many = torch.randn(7, p.n_params, dtype=torch.float64)
     both = table.term(many, np.array([0, 20, 33, 1, 17, 39, 5]))

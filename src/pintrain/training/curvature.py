@@ -47,6 +47,14 @@ class CurvatureTable:
             out[rows] = self._term(dW[rows], int(b))
         return out
 
+    def term_lone(self, dw: Any, k: int) -> Any:
+        """``term`` of one row (1, P) on its own, in two matrix-vector products: for the coarsest
+        level's sequential chain, which takes this path at any rank count (a row's value here may
+        differ in rounding from :meth:`term`'s, so the choice is by path, never by row count)."""
+        b = int(k) // self.block
+        Bt = self.Bt[b]
+        return ((Bt @ dw[0]) * self.s[b]) @ Bt
+
     def _term(self, dW: Any, b: int) -> Any:
         Bt, s = self.Bt[b], self.s[b]
         value = dW * 0

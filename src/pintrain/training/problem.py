@@ -248,6 +248,8 @@ class TrainingProblem:
             finally:
                 self._lone = lone
                 self.setup_s += time.perf_counter() - t0
+        if self._lone and dW.shape[0] == 1:  # the coarsest chain (a path, not a row count)
+            return self._curvature.term_lone(dW, int(np.asarray(ks).reshape(-1)[0]))[None]
         return self._curvature.term(dW, ks)
 
     def clip(self, G: Any) -> Any:
