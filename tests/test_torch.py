@@ -564,3 +564,15 @@ def test_a_curvature_table_built_before_the_solve_counts_in_its_time():
     assert p._curvature is table and p.setup_s == built  # not built again
     assert run.wall_s >= built and run.solver.converged
     assert np.abs(run.states - p.serial_torch()).max() < 1e-8
+
+
+def test_cli_digits_takes_coarse_auto():
+    from pintrain.cli import build_parser, problem_from_args
+
+    for argv, want in [
+        (["train", "--problem", "digits-mlp", "--optimizer", "adam", "--steps", "64"], "curvature"),
+        (["train", "--problem", "digits-mlp", "--optimizer", "adam", "--coarse", "auto", "--steps", "64"], "curvature"),
+        (["train", "--problem", "digits-mlp", "--steps", "64"], "split"),
+        (["train", "--problem", "digits-mlp", "--optimizer", "adam", "--coarse", "lagged", "--steps", "64"], "lagged"),
+    ]:
+        assert problem_from_args(build_parser().parse_args(argv)).coarse == want

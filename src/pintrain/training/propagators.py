@@ -50,7 +50,9 @@ about r fine steps of work instead of m):
     subspace iteration on Hessian-vector products), the same on every rank and fixed through the
     solve.  Needs a model with Hessian-vector products (the torch backend).  N = 1024, nested: the
     LSTM cell with Adam converges in 18 iterations (`split` and `lagged`: not in 30), the GRU in 14
-    (38-40), the digits MLP with Adam in 5 (9).  Refuses ``sample``.
+    (38-40), the digits MLP with Adam in 5 (9).  Refuses ``sample``.  Coarse options ``rank``
+    (default 8) and ``block`` (default 64).  What ``coarse="auto"`` picks for momentum and Adam
+    (:func:`default_coarse`).
 
 ``gauss-newton``
     A linearly implicit step: ``w - (I + lr H)^{-1} lr g(w)`` with ``H = sum_j J_j^T S_j J_j`` the
