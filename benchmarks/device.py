@@ -49,7 +49,9 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--levels", type=int, default=0, help="0: coarsen until at most 16 points remain")
     ap.add_argument("--cfactor", type=int, default=4)
-    ap.add_argument("--coarse", default="split", help="coarse propagator (split, fit's default, or union)")
+    ap.add_argument(
+        "--coarse", default="split", help="coarse propagator (split: the records', fit's for SGD; auto; union)"
+    )
     ap.add_argument("--max-ratio", type=int, default=2, help="split: longest sub-interval (fit's default 2)")
     ap.add_argument("--max-iter", type=int, default=60)
     ap.add_argument("--costs", action="store_true", help="only the cost of one batched step against the rows")

@@ -110,7 +110,9 @@ def train(
         if len(Hierarchy(problem.n_steps, options)) > 1 and keep % cf:
             want = f'"all", "final" or a multiple of the fine cfactor {cf} (storage="c-points")'
             raise OptionError("keep", keep, want)
-    before = float(getattr(problem, "setup_s", 0.0))  # a coarse step's table built before (by the cost model)
+    # a table the coarse step built before this solve (the cost model's prepare(), or an earlier solve of
+    # this problem) counts in every solve that uses it, as if built there
+    before = float(getattr(problem, "setup_s", 0.0))
     res = solve(problem, options=options, callback=callback, comm=comm, gather=True)
     res.wall_s += before
     run = TrainingRun("mgrit", res.states, res.wall_s, problem, res, res.points)
