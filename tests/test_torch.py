@@ -576,3 +576,14 @@ def test_cli_digits_takes_coarse_auto():
         (["train", "--problem", "digits-mlp", "--optimizer", "adam", "--coarse", "lagged", "--steps", "64"], "lagged"),
     ]:
         assert problem_from_args(build_parser().parse_args(argv)).coarse == want
+
+
+def test_a_curvature_table_too_large_for_memory_is_refused_before_any_work():
+    from pintrain import ResourceError
+
+    X, y = small_data()
+    wide = nn.Sequential(nn.Linear(6, 1000), nn.Tanh(), nn.Linear(1000, 3))  # about 10,000 weights
+    opt = make_optimizer("adam", 0.01)
+    with pytest.raises(ResourceError, match="curvature table.*smaller rank or a longer block"):
+        TorchProblem(wide, nn.CrossEntropyLoss(), X, y, steps=2000, batch_size=16, optimizer=opt,
+                     coarse_options={"rank": 4000, "block": 1})  # fmt: skip

@@ -114,6 +114,8 @@ class TrainingProblem:
             check_memory(need, f"the batch table of {steps} steps", "use fewer steps")
         self.table = np.empty((0, 0), dtype=np.int64) if schedule.full_batch else schedule.table(self.n_steps)
         self.u0 = np.ascontiguousarray(self.ops.to_numpy(optimizer.init(model.initial_weights(), self.ops)))
+        if coarse == "curvature":
+            self._curvature_shape()  # its table fits, checked before any work
 
     @property
     def lr(self) -> float:
@@ -222,6 +224,18 @@ class TrainingProblem:
             return self.compiled_update.frozen(S, G_sum, ks, m, self.lrs)
         return self.optimizer.frozen(S, G_sum, ks, m, self.ops, self.lrs)
 
+    def _curvature_shape(self) -> tuple[int, int]:
+        """``(rank, block)`` of the curvature table, checked to fit in memory."""
+        rank = min(int(self.coarse_options.get("rank") or CURVATURE_RANK), self.n_params)
+        block = int(self.coarse_options.get("block") or CURVATURE_BLOCK)
+        entries = -(-self.n_steps // block)
+        check_memory(
+            entries * rank * self.n_params * self.u0.itemsize,
+            f"the curvature table ({entries} entries of {rank} directions)",
+            "give coarse_options a smaller rank or a longer block, or use coarse='lagged' or 'split'",
+        )
+        return rank, block
+
     def prepare(self) -> None:
         """Build now what the coarse propagator builds on first use (the ``curvature`` table), so
         that a timing of the steps (the cost model's) does not count it; its seconds stay in
@@ -242,9 +256,7 @@ class TrainingProblem:
             lone, self._lone = self._lone, self._lone_path
             t0 = time.perf_counter()
             try:
-                rank = self.coarse_options.get("rank") or CURVATURE_RANK
-                block = self.coarse_options.get("block") or CURVATURE_BLOCK
-                self._curvature = build(self, min(int(rank), self.n_params), int(block))
+                self._curvature = build(self, *self._curvature_shape())
             finally:
                 self._lone = lone
                 self.setup_s += time.perf_counter() - t0
