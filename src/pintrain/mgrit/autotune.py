@@ -10,7 +10,9 @@ sequential chain of lone calls.  The candidate hierarchies (a first cfactor of 4
 8, as many levels as leave at least two coarse points) are ranked by that time; the number of
 iterations is taken to be the same for all of them, which holds for coarse propagators that are
 stable at any spacing (``gauss-newton``, ``split``: measured in docs/performance.md), the only
-ones this is used for.
+ones this is used for (``lagged`` and ``curvature`` take ``split``'s sub-intervals and are
+treated alike; their counts under the larger cfactors were not measured).  A problem's
+``prepare()`` (the ``curvature`` table) runs before the timing and is reported apart.
 """
 
 from __future__ import annotations
