@@ -587,3 +587,18 @@ def test_a_curvature_table_too_large_for_memory_is_refused_before_any_work():
     with pytest.raises(ResourceError, match="curvature table.*smaller rank or a longer block"):
         TorchProblem(wide, nn.CrossEntropyLoss(), X, y, steps=2000, batch_size=16, optimizer=opt,
                      coarse_options={"rank": 4000, "block": 1})  # fmt: skip
+
+
+def test_cli_torch_problems_start_from_nested_iteration_as_fit_does(tmp_path, capsys):
+    import json
+
+    base = ["train", "--problem", "digits-mlp", "--steps", "64", "--levels", "2", "-q"]
+    for extra, want in [([], True), (["--no-nested"], False), (["--nested"], True)]:
+        out = tmp_path / f"r{len(extra)}{want}.json"
+        assert main([*base, *extra, "--json", str(out)]) == 0
+        assert json.loads(out.read_text())["options"]["nested"] is want
+    # the numpy problems keep their own default (copies of u0) unless told
+    out = tmp_path / "xor.json"
+    assert main(["train", "--steps", "256", "--levels", "2", "-q", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["options"]["nested"] is False
+    capsys.readouterr()

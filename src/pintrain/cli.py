@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,13 @@ def add_solver_arguments(
     )
     g.add_argument("--rtol", type=float, default=None, help="residual tolerance relative to the first")
     g.add_argument("--max-iter", type=int, default=50, help="maximum MGRIT iterations (default 50)")
-    g.add_argument("--nested", action="store_true", help="initial guess by nested iteration")
+    g.add_argument(
+        "--nested",
+        action="store_true",
+        default=None,
+        help="initial guess by nested iteration (the default for the torch problems, as in fit)",
+    )
+    g.add_argument("--no-nested", dest="nested", action="store_false", help="start from copies of u0 instead")
     g.add_argument("--norm", default="l2", choices=["l2", "inf"], help="residual norm (default l2)")
     g.add_argument("--min-coarse", type=int, default=2, help="fewest points on the coarsest grid (default 2)")
     g.add_argument(
@@ -97,7 +104,7 @@ def options_from_args(args: argparse.Namespace) -> SolverOptions:
         tol=DEFAULT_TOL if args.tol is None else args.tol,
         rtol=args.rtol,
         max_iter=args.max_iter,
-        nested=args.nested,
+        nested=bool(args.nested),
         norm=args.norm,
         min_coarse=args.min_coarse,
         max_coarse=args.max_coarse,
@@ -253,7 +260,9 @@ def auto_settings(args: argparse.Namespace, problem: Any, opts: SolverOptions) -
     (iterations then about flat across hierarchies); else None: the settings as given."""
     from .mgrit.autotune import choose
 
-    given_layout = args.levels is not None or args.cfactor is not None or args.nested or args.max_coarse is not None
+    given_layout = (
+        args.levels is not None or args.cfactor is not None or args.nested is not None or args.max_coarse is not None
+    )
     coarse = COARSE_PROPAGATORS.get(getattr(problem, "coarse", ""))
     if given_layout or coarse is None or not coarse.any_spacing:
         return None
@@ -271,6 +280,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     chosen = auto_settings(args, problem, opts)
     if chosen is not None:
         opts = chosen.options
+    elif args.nested is None and args.problem in TORCH_PROBLEMS:  # fit's default: a stateful optimizer's
+        opts = replace(opts, nested=True)  # slots are empty in copies of u0 (docs/convergence.md)
     if args.tol is None:  # the default: above the round-off floor of the problem's dtype
         opts = with_default_tol(opts, problem)
     if not quiet:
@@ -584,7 +595,6 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--out", type=Path, default=Path("."), help="folder for bench.json and bench.png (default .)")
     pb.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_solver_arguments(pb, levels=4, cfactor="64,8", tol=1e-7, memory=False)
-    pb.add_argument("--no-nested", dest="nested", action="store_false", help="start from u0 instead")
     pb.set_defaults(func=cmd_bench, nested=True)
     return parser
 
