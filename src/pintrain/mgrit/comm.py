@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import numpy as np
 from ..errors import DivergenceError, OptionError
 
 T = TypeVar("T")
+ABORT_GRACE_S = 0.5  # seconds between a failed rank's message and MPI_Abort
 
 
 def _error_info(err: DivergenceError | None) -> dict[str, Any] | None:
@@ -157,6 +159,9 @@ class MPIComm:
             local[...] = buf
 
     def abort(self, code: int) -> None:
+        # give the launcher a moment to forward what this rank just wrote to stderr: MPI_Abort tears
+        # the job down at once, and mpiexec dropped the failed rank's message in about 1 run of 6
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
     # -- collective error handling ------------------------------------------------------------
