@@ -509,9 +509,8 @@ def test_auto_coarse_is_curvature_for_momentum_and_adam_and_split_for_sgd():
     X, y = small_data()
     picked = {}
     for name, hyper in [("sgd", {}), ("sgd", {"momentum": 0.9}), ("nesterov", {}), ("adam", {}), ("adamw", {})]:
-        opt = make_optimizer(name, 0.02, **hyper)
-        p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=64, batch_size=16, optimizer=opt)
-        picked[opt.name] = p.coarse
+        p = small_problem(name, steps=64, lr=0.02, **hyper)
+        picked[p.optimizer.name] = p.coarse
     assert picked == {"sgd": "split", "momentum": "curvature", "nesterov": "curvature", "adam": "curvature",
                       "adamw": "curvature"}  # fmt: skip
     # a sampled coarse gradient is split's option: auto then picks split

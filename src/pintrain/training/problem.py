@@ -71,8 +71,9 @@ class TrainingProblem:
             raise OptionError("model", type(model).__name__, "a model backend (pintrain.training.Model)")
         if not isinstance(optimizer, Optimizer):
             raise OptionError("optimizer", optimizer, "an Optimizer (pintrain.training.make_optimizer)")
+        hessian = isinstance(model, HasHessian)
         if coarse == "auto":
-            coarse = default_coarse(optimizer, isinstance(model, HasHessian), coarse_options.get("sample"))
+            coarse = default_coarse(optimizer, hessian, coarse_options.get("sample"))
         if coarse not in COARSE_PROPAGATORS:
             raise OptionError("coarse", coarse, f"'auto' or one of {', '.join(COARSE_PROPAGATORS)}")
         self.linearizable = isinstance(model, Linearizable)  # checked once: isinstance on a protocol is slow
@@ -86,7 +87,7 @@ class TrainingProblem:
             optimizer,
             self.lrs is not None,
             self.clip_grad_norm is not None,
-            isinstance(model, HasHessian),
+            hessian,
         )
         if refusal is not None:
             raise OptionError("coarse", coarse, f"a propagator this problem can run: {refusal}")
@@ -240,15 +241,12 @@ class TrainingProblem:
         """Build now what the coarse propagator builds on first use (the ``curvature`` table), so
         that a timing of the steps (the cost model's) does not count it; its seconds stay in
         ``setup_s``, which :func:`pintrain.train` adds to the solve's time."""
-        if self.coarse == "curvature" and self._curvature is None:
-            self.curvature_term(
-                self.ops.asarray(np.zeros((1, self.n_params), dtype=self.u0.dtype)), np.zeros(1, np.int64)
-            )
+        if self.coarse == "curvature":
+            self._curvature_table()
 
-    def curvature_term(self, dW: Any, ks: np.ndarray) -> Any:
-        """The ``curvature`` coarse step's ``H_r (w - w0)`` (:mod:`pintrain.training.curvature`); its
-        table is built on the first call (coarse options ``rank``, default ``CURVATURE_RANK``, and
-        ``block``, default ``CURVATURE_BLOCK`` steps an entry)."""
+    def _curvature_table(self) -> Any:
+        """The ``curvature`` step's table, built on the first call (coarse options ``rank``, default
+        ``CURVATURE_RANK``, and ``block``, default ``CURVATURE_BLOCK`` steps an entry)."""
         if self._curvature is None:
             from .curvature import build
 
@@ -260,9 +258,14 @@ class TrainingProblem:
             finally:
                 self._lone = lone
                 self.setup_s += time.perf_counter() - t0
+        return self._curvature
+
+    def curvature_term(self, dW: Any, ks: np.ndarray) -> Any:
+        """The ``curvature`` coarse step's ``H_r (w - w0)`` (:mod:`pintrain.training.curvature`)."""
+        table = self._curvature_table()
         if self._lone and dW.shape[0] == 1:  # the coarsest chain (a path, not a row count)
-            return self._curvature.term_lone(dW, int(np.asarray(ks).reshape(-1)[0]))[None]
-        return self._curvature.term(dW, ks)
+            return table.term_lone(dW, int(np.asarray(ks).reshape(-1)[0]))[None]
+        return table.term(dW, ks)
 
     def clip(self, G: Any) -> Any:
         """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by
