@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pintrain.bench import TimedProblem
 from pintrain.bench import best_of as best
 from pintrain.bench_torch import plain_loop as torch_loop
 from pintrain.mgrit import Hierarchy, SolverOptions, default_tol, solve
@@ -50,14 +51,22 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=0, help="0: coarsen until at most 16 points remain")
     ap.add_argument("--cfactor", type=int, default=4)
     ap.add_argument(
-        "--coarse", default="split", help="coarse propagator (split: the records', fit's for SGD; auto; union)"
+        "--coarse",
+        default="auto",
+        help="coarse propagator (auto, fit's default: curvature for momentum/Adam, split for SGD; split; union)",
     )
     ap.add_argument("--max-ratio", type=int, default=2, help="split: longest sub-interval (fit's default 2)")
     ap.add_argument("--max-iter", type=int, default=60)
+    ap.add_argument(
+        "--nested", action=argparse.BooleanOptionalAction, default=True, help="nested iteration (fit's default)"
+    )
     ap.add_argument("--costs", action="store_true", help="only the cost of one batched step against the rows")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="batched gradients through torch.compile")
+    ap.add_argument(
+        "--shares", action="store_true", help="one more solve, timed by spacing: each level's calls, rows, seconds"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,14 +91,20 @@ def main() -> None:
                 )
                 levels = args.levels or 64
                 opts = SolverOptions(
-                    levels=levels, cfactor=args.cfactor, max_iter=args.max_iter, max_coarse=None if args.levels else 16
+                    levels=levels,
+                    cfactor=args.cfactor,
+                    max_iter=args.max_iter,
+                    max_coarse=None if args.levels else 16,
+                    nested=args.nested,
                 )
                 tol = default_tol(np.asarray(p.initial()).dtype, n, opts)  # fit's default (float32: above its floor)
                 opts = replace(opts, tol=tol)
                 plain_loop(p, 50)  # warm-up (kernels, allocator)
                 serial_s = min(plain_loop(p) for _ in range(args.repeat))
                 kept_s, ref = best(p.serial_states, 1)
+                p.prepare()  # a table the coarse step builds once (curvature): timed apart, added once
                 mgrit_s, res = best(lambda p=p, opts=opts: solve(p, options=opts), args.repeat)
+                mgrit_s += p.setup_s
                 row = {
                     "optimizer": name,
                     "dtype": dtype,
@@ -97,6 +112,8 @@ def main() -> None:
                     "coarse": p.coarse,
                     "max_ratio": args.max_ratio,
                     "levels": len(Hierarchy(n, opts)),
+                    "nested": args.nested,
+                    "setup_s": p.setup_s,
                     "cfactor": args.cfactor,
                     "tol": tol,
                     "serial_s": serial_s,
@@ -109,6 +126,13 @@ def main() -> None:
                     "max_abs_diff": float(np.abs(res.states - ref).max()),
                     "fine_steps_over_N": res.step_counts[0] / n,
                 }
+                if args.shares:
+                    timed = TimedProblem(p)
+                    solve(timed, options=opts)
+                    row["by_spacing"] = {
+                        str(m): {"calls": timed.calls[m], "rows": timed.rows[m], "s": timed.seconds[m]}
+                        for m in sorted(timed.seconds)
+                    }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 write(args, p, rows)
@@ -151,6 +175,18 @@ def step_costs(args: argparse.Namespace) -> None:
         args.out.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "costs": out}, indent=1))
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line that repeats this run (flags as flags: ``--compile``, ``--no-nested``)."""
+    words = ["python benchmarks/device.py"]
+    for k, v in vars(args).items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            words += [flag] if v else ([f"--no-{k.replace('_', '-')}"] if k == "nested" else [])
+        elif v is not None:
+            words += [flag, str(v)]
+    return " ".join(words)
+
+
 def write(args: argparse.Namespace, p, rows: list) -> None:
     """The record so far (written after every row: a run cut short keeps what it measured)."""
     if args.out is None:
@@ -160,8 +196,7 @@ def write(args: argparse.Namespace, p, rows: list) -> None:
         "device_name": torch.cuda.get_device_name() if p.device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
         "threads": args.threads,
-        "command": "python benchmarks/device.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v),
+        "command": command(args),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
