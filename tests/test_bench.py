@@ -98,3 +98,34 @@ def test_cli_bench_bad_torch_settings_are_messages(capsys):
     assert "--torch-steps" in capsys.readouterr().err
     assert main(["bench", "--threads", "0", "--no-pymgrit"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_cli_bench_runs_the_convergence_suite(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    argv = ["bench", "--sizes", "64", "--repeat", "1", "--no-pymgrit", "--no-torch", "--out", str(tmp_path), "-q"]
+    assert main([*argv, "--suite", "digits-mlp-sgd,cancer-mlp-adam", "--suite-steps", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "Convergence suite, N = 128" in out
+    suite = json.loads((tmp_path / "bench.json").read_text())["suite"]
+    assert suite["N"] == 128 and [r["case"] for r in suite["rows"]] == ["digits-mlp-sgd", "cancer-mlp-adam"]
+    # fit's defaults: split for plain SGD, curvature for Adam; each row against its own serial run
+    assert [r["coarse"] for r in suite["rows"]] == ["split", "curvature"]
+    for r in suite["rows"]:
+        assert r["converged"] and r["max_abs_diff"] < 1e-8 and f"| {r['case']} |" in out
+
+
+def test_suite_rows_say_when_a_case_did_not_converge():
+    pytest.importorskip("sklearn")
+    from pintrain.torch.suite import bench_table, run_case
+
+    row = run_case("digits-mlp-momentum", 256, max_iter=1)
+    assert not row["converged"] and row["iterations"] == 1 and row["max_abs_diff"] > 1e-6
+    assert "**no** (1, r = " in bench_table([row])
+
+
+def test_cli_bench_bad_suite_is_a_message(capsys):
+    assert main(["bench", "--suite", "digits-mlp-sgd,mnist-resnet", "--no-pymgrit"]) == 2
+    err = capsys.readouterr().err
+    assert "--suite" in err and "digits-mlp-adam" in err
+    assert main(["bench", "--suite", "all", "--suite-steps", "1", "--no-pymgrit"]) == 2
+    assert "--suite-steps" in capsys.readouterr().err

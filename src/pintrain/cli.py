@@ -408,6 +408,45 @@ def _bench_torch(args: argparse.Namespace, progress: Callable[[str], None]) -> d
     return bench_torch(args.torch_steps, repeat=args.repeat, threads=args.threads, progress=progress)
 
 
+def _suite_cases(args: argparse.Namespace) -> list[str]:
+    """The convergence suite's cases that ``--suite`` names (checked before anything runs)."""
+    if args.suite is None:
+        return []
+    try:
+        import sklearn  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as err:
+        raise PintrainError(f"--suite needs {err.name}: pip install 'pintrain[torch]'") from None
+    from .torch.suite import CASES
+
+    names = list(CASES) if args.suite == "all" else [s for s in str(args.suite).split(",") if s]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        raise PintrainError(f"--suite={args.suite!r} is not allowed: give 'all' or a comma list of {', '.join(CASES)}")
+    if args.suite_steps < 2:
+        raise PintrainError(f"--suite-steps={args.suite_steps} is not allowed: give an int >= 2")
+    return names
+
+
+def _bench_suite(args: argparse.Namespace, names: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
+    """The convergence suite at ``--suite-steps`` (serial loop and MGRIT, ``--threads`` torch threads)."""
+    import torch
+
+    from .torch.suite import run_case
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    rows = []
+    try:
+        run_case(names[0], 8)  # warm-up (the data set's first load, torch's first calls), not recorded
+        for name in names:
+            progress(f"suite {name}, N = {args.suite_steps}")
+            rows.append(run_case(name, args.suite_steps))
+    finally:
+        torch.set_num_threads(before)
+    return {"N": args.suite_steps, "threads": args.threads, "levels": 3, "cfactor": 4, "tol": 1e-9, "rows": rows}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -427,6 +466,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise PintrainError(f"--torch-steps={args.torch_steps} is not allowed: give an int >= 2")
     if args.threads < 1:
         raise PintrainError(f"--threads={args.threads} is not allowed: give an int >= 1")
+    suite = _suite_cases(args)
 
     if _mpi_rank() == 0:
         outputs.check_folder(args.out, "--out")
@@ -447,6 +487,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if not args.no_torch:
         record["torch"] = _bench_torch(args, progress)
+    if suite:
+        record["suite"] = _bench_suite(args, suite, progress)
     if _mpi_rank() != 0:
         return EXIT_OK
     record["command"] = " ".join(["pintrain", *args.argv])
@@ -455,6 +497,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_torch import torch_table
 
         print("\n" + torch_table(record["torch"]))
+    if "suite" in record:
+        from .torch.suite import bench_table
+
+        print(f"\nConvergence suite, N = {args.suite_steps} (3 levels, cfactor 4, tol 1e-9, float64, "
+              f"fit's defaults; {args.threads} torch thread(s)):\n" + bench_table(record["suite"]["rows"]))  # fmt: skip
     write_json(args.out / "bench.json", record)
     bench.plot(record, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.png'}")
@@ -579,6 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument(
         "--threads", type=int, default=1, help="torch threads for the torch models, both methods alike (default 1)"
     )
+    pb.add_argument(
+        "--suite",
+        default=None,
+        help="also run the convergence suite's cases (comma list, or 'all'; docs/convergence.md): iterations, "
+        "distance from the serial loop, times",
+    )
+    pb.add_argument("--suite-steps", type=int, default=1024, help="N of the suite's cases (default 1024)")
     pb.add_argument(
         "--coarse-sample",
         dest="sample",
