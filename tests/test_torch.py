@@ -601,3 +601,27 @@ def test_cli_torch_problems_start_from_nested_iteration_as_fit_does(tmp_path, ca
     assert main(["train", "--steps", "256", "--levels", "2", "-q", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["options"]["nested"] is False
     capsys.readouterr()
+
+
+def test_warm_started_curvature_entries_find_the_cold_entries_directions(monkeypatch):
+    # every entry after the first starts from the one before and stops early once its Ritz values
+    # settle: the top eigenvalues of D^1/2 H D^1/2 it finds are those of a cold entry (10 iterations
+    # from a seeded start), for Adam, whose preconditioner changes most right after the first entry
+    import pintrain.training.curvature as curvature
+
+    p = small_problem("adam", steps=160, lr=0.01)
+    p.max_ratio = 2
+    warm = curvature.build(p, 4, 16)
+    calls = []
+    entry = curvature._entry
+
+    def cold(hv, ops, back, root, rank, seed, start=None):
+        calls.append(start is not None)
+        return entry(hv, ops, back, root, rank, seed, None)
+
+    monkeypatch.setattr(curvature, "_entry", cold)
+    reference = curvature.build(p, 4, 16)
+    assert calls == [False] + [True] * 9  # ten entries, every one after the first offered a warm start
+    for s_warm, s_cold in zip(warm.s, reference.s, strict=True):
+        top_w, top_c = np.asarray(s_warm)[-2:], np.asarray(s_cold)[-2:]
+        assert np.abs(top_w - top_c).max() <= 1e-2 * np.abs(top_c).max()
