@@ -86,14 +86,28 @@ def profile() -> dict[str, float]:
             capture_output=True,
             env=env,
         )
-        total, kinds = 0, collections.Counter()
-        for line in out.read_text().splitlines():
-            stack, n = line.rsplit(" ", 1)
-            leaf = stack.split(";")[-1].lower()
-            total += int(n)
-            if "gemm" in leaf:
+        return shares(out.read_text().splitlines())
+
+
+def shares(lines: list[str]) -> dict[str, float]:
+    """Shares of py-spy raw samples by their innermost native frame: ``blas`` (OpenBLAS's GEMM
+    kernels, its operand packing ``*copy*``, and the unnamed frames it calls, such as the zeroing
+    of a fresh output under ``dgemm_beta``), ``gemm`` (the kernels alone, the earlier measure),
+    ``numpy_arithmetic`` (numpy's elementwise loops ``DOUBLE_*`` and the vector math ``__svml_*``:
+    the sigmoid, its derivative, the solver's sums), ``activation`` (their exp and divide)."""
+    total, kinds = 0, collections.Counter()
+    for line in lines:
+        stack, n = line.rsplit(" ", 1)
+        frames = [f.lower() for f in stack.split(";")]
+        leaf, parent = frames[-1], frames[-2] if len(frames) > 1 else ""
+        total += int(n)
+        if "gemm" in leaf or (leaf.startswith("0x") and "gemm" in parent):
+            kinds["blas"] += int(n)
+            if "kernel" in leaf:
                 kinds["gemm"] += int(n)
-            elif re.search(r"exp|divide", leaf):
+        elif leaf.startswith(("double_", "__svml")):
+            kinds["numpy_arithmetic"] += int(n)
+            if re.search(r"exp|divide", leaf):
                 kinds["activation"] += int(n)
     return {k: v / total for k, v in kinds.items()} | {"samples": total}
 
@@ -114,12 +128,13 @@ def main() -> None:
         )
     result: dict = {"speedups": rows}
     if args.profile:
-        shares = profile()
-        result["profile"] = shares
-        gemm, act = shares.get("gemm", 0.0), shares.get("activation", 0.0)
+        result["profile"] = profile()
+        prof = result["profile"]
+        blas, arith = prof.get("blas", 0.0), prof.get("numpy_arithmetic", 0.0)
         print(
-            f"\nprofile ({shares['samples']} samples): GEMM kernels {gemm:.1%}, the sigmoid's exp and "
-            f"divide {act:.1%}, the rest {1 - gemm - act:.1%}"
+            f"\nprofile ({prof['samples']} samples): BLAS {blas:.1%} (GEMM kernels alone "
+            f"{prof.get('gemm', 0.0):.1%}), numpy's elementwise arithmetic {arith:.1%} (of it the "
+            f"sigmoid's exp and divide {prof.get('activation', 0.0):.1%}), the rest {1 - blas - arith:.1%}"
         )
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=1))
