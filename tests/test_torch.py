@@ -139,6 +139,48 @@ def test_one_row_gradient_equals_the_batched_one(norm):
     assert calls and set(calls) == {1}
 
 
+class WithSpare(nn.Module):
+    """A network with a parameter its forward never uses (a frozen head kept for later, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        self.spare = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class SmallGRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(2, 4, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("kind", ["spare", "gru"])
+def test_the_lone_path_follows_each_row_s_weights(kind):
+    # the lone path steps its own copy of the module with the row's weights set: every call takes the
+    # weights it is given (none left from the call before), an unused parameter's gradient is zero,
+    # and a GRU (written out for torch.func) gives the batched path's gradient
+    X, y = small_data()
+    model = (WithSpare() if kind == "spare" else SmallGRU()).double()
+    X = X if kind == "spare" else X.reshape(-1, 3, 2)
+    p = TorchProblem(model, nn.CrossEntropyLoss(), X, y, steps=32, batch_size=16, optimizer=make_optimizer("sgd", 0.1))
+    W = torch.stack([p.model.w0, p.model.w0 * 0.8 + 0.01])
+    for r in (1, 2):
+        b = p.batches(np.array([3, 3]), r)
+        both = p.model.gradient(W, b)
+        for i in (0, 1, 0):
+            one = p.model.gradient_lone(W[i : i + 1], Batches(b.idx[i : i + 1], b.r, b.weight))
+            assert float((one[0] - both[i]).abs().max()) <= 1e-13 * float(both[i].abs().max())
+    if kind == "spare":
+        assert float(one[0, -12:].abs().max()) == 0.0  # spare.weight and spare.bias: last in the layout
+
+
 @pytest.mark.parametrize("track", [False, True])
 def test_a_union_gradient_with_batchnorm_is_the_sum_of_its_step_gradients(track):
     # a coarse step's g(w) is the sum of its m step losses' gradients; BatchNorm normalises by the
