@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 ITERATIONS = 10  # subspace iterations of the first entry
-WARM_ITERATIONS = 3  # at least, of every later entry, started from the one before; at most ITERATIONS,
+WARM_ITERATIONS = 3  # at least, of every later entry, started from the one before (at most ITERATIONS),
 WARM_TOL = 1e-2  # until an iteration moves its Ritz values by at most this (relative to the largest)
 
 
@@ -105,7 +105,8 @@ def _entry(
     """``(Bt, s, V)`` of one entry: subspace iteration for the top ``rank`` eigenpairs of ``A = D^1/2
     H D^1/2`` (``hv(V)``: H times each row of V; ``root``: D^1/2), then Rayleigh-Ritz; the rows of
     ``Bt`` are ``D^-1/2`` times the Ritz vectors ``V``.  From ``start`` (the previous entry's ``V``)
-    ``WARM_ITERATIONS`` iterations, else ``ITERATIONS`` from a start seeded by ``seed``."""
+    ``WARM_ITERATIONS`` to ``ITERATIONS`` iterations, until the Ritz values settle (``WARM_TOL``);
+    else ``ITERATIONS`` from a start seeded by ``seed``."""
     r = back(root)
 
     def product(V: Any) -> np.ndarray:  # A V^T, row by row
@@ -117,15 +118,17 @@ def _entry(
     for it in range(ITERATIONS):
         AV = product(V)
         if not cold:
-            Vn = np.asarray(ops.to_numpy(V), dtype=np.float64)
-            ev = np.linalg.eigvalsh(((Vn @ AV.T) + (Vn @ AV.T).T) / 2)
+            T = np.asarray(ops.to_numpy(V), dtype=np.float64) @ AV.T
+            ev = np.linalg.eigvalsh((T + T.T) / 2)
             settled = before is not None and np.abs(ev - before).max() <= WARM_TOL * np.abs(ev).max()
             if it >= WARM_ITERATIONS and settled:
-                break
+                break  # AV is A V^T of this V: the Rayleigh-Ritz below needs no further product
             before = ev
         V = back(orthonormal_rows(AV))
+    else:
+        AV = product(V)
     Vn = np.asarray(ops.to_numpy(V), dtype=np.float64)
-    T = Vn @ product(V).T
+    T = Vn @ AV.T
     ev, U = np.linalg.eigh((T + T.T) / 2)
     ritz = U.T @ Vn
     return back(ritz / root[None, :]), back(ev), back(ritz)
