@@ -364,28 +364,28 @@ class TorchModel:
             return self._gradient_one_row(W, batches)
         return self._gradient_eager(W, batches)
 
-    def _row_loss(self, batches: Batches, forward: Any = None) -> Any:
-        """The loss of one row's batches (``batches.idx`` of one row) as a function of its weights;
-        with ``forward`` (the module's call, its parameters already set) a function of nothing."""
+    def _row_data(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(xb, yb, r)``: the samples and targets of one row's batches (``batches.idx`` of one row)."""
         if batches.idx is None:
-            xb, yb, r = self.X, self.y, 1
-        else:
-            ix = self.ops.index(batches.idx[0])
-            xb, yb, r = self.X[ix], self.y[ix], batches.r
-        if forward is None:
-            if r == 1:
-                return lambda w: self._loss_one(w, xb, yb)
-            return lambda w: self._loss_union_lone(w, xb, yb, r)
-        return lambda _: self._loss_union_lone(None, xb, yb, r, forward)
+            return self.X, self.y, 1
+        ix = self.ops.index(batches.idx[0])
+        return self.X[ix], self.y[ix], batches.r
+
+    def _row_loss(self, batches: Batches) -> Any:
+        """The loss of one row's batches as a function of its weights."""
+        xb, yb, r = self._row_data(batches)
+        if r == 1:
+            return lambda w: self._loss_one(w, xb, yb)
+        return lambda w: self._loss_union_lone(w, xb, yb, r)
 
     def _gradient_one_row(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
         """One row's gradient by plain autograd on a copy of the stepped module whose parameters are
         set to the row (a module call, not ``functional_call``, whose per-call swapping of the
         parameters cost about 90 of 320 us for the digits MLP): the same operations, the same value."""
         module, params = self._lone_module(W[0])
-        loss = self._row_loss(batches, lambda x: module(x))
         with torch.enable_grad():
-            grads = torch.autograd.grad(loss(None), params, allow_unused=True, materialize_grads=True)
+            loss = self._loss_union_lone(None, *self._row_data(batches), forward=module)
+            grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
         g = torch.cat([g.reshape(-1) for g in grads])[None]
         return g if batches.weight == 1.0 else batches.weight * g
 
