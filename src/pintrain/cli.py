@@ -395,14 +395,22 @@ def _int(text: str) -> int:
 
 
 # -- pintrain bench ---------------------------------------------------------------------------
-def _bench_torch(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Part 4 (torch models against the torch.optim loop), or why it did not run."""
+def _torch_missing() -> str | None:
+    """The name of the first of torch and scikit-learn (``pintrain[torch]``) that is not installed."""
     try:
         import sklearn  # noqa: F401
         import torch  # noqa: F401
     except ImportError as err:
+        return err.name or "torch"
+    return None
+
+
+def _bench_torch(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Part 4 (torch models against the torch.optim loop), or why it did not run."""
+    missing = _torch_missing()
+    if missing is not None:
         return {"steps": args.torch_steps, "threads": args.threads, "repeat": args.repeat,
-                "unavailable": f"{err.name} is not installed (pip install 'pintrain[torch]')"}  # fmt: skip
+                "unavailable": f"{missing} is not installed (pip install 'pintrain[torch]')"}  # fmt: skip
     from .bench_torch import bench_torch
 
     return bench_torch(args.torch_steps, repeat=args.repeat, threads=args.threads, progress=progress)
@@ -412,11 +420,9 @@ def _suite_cases(args: argparse.Namespace) -> list[str]:
     """The convergence suite's cases that ``--suite`` names (checked before anything runs)."""
     if args.suite is None:
         return []
-    try:
-        import sklearn  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as err:
-        raise PintrainError(f"--suite needs {err.name}: pip install 'pintrain[torch]'") from None
+    missing = _torch_missing()
+    if missing is not None:
+        raise PintrainError(f"--suite needs {missing}: pip install 'pintrain[torch]'")
     from .torch.suite import CASES
 
     names = list(CASES) if args.suite == "all" else [s for s in str(args.suite).split(",") if s]
@@ -432,7 +438,7 @@ def _bench_suite(args: argparse.Namespace, names: list[str], progress: Callable[
     """The convergence suite at ``--suite-steps`` (serial loop and MGRIT, ``--threads`` torch threads)."""
     import torch
 
-    from .torch.suite import run_case
+    from .torch.suite import CFACTOR, LEVELS, TOL, run_case
 
     before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -444,7 +450,8 @@ def _bench_suite(args: argparse.Namespace, names: list[str], progress: Callable[
             rows.append(run_case(name, args.suite_steps))
     finally:
         torch.set_num_threads(before)
-    return {"N": args.suite_steps, "threads": args.threads, "levels": 3, "cfactor": 4, "tol": 1e-9, "rows": rows}
+    return {"N": args.suite_steps, "threads": args.threads, "levels": LEVELS, "cfactor": CFACTOR, "tol": TOL,
+            "rows": rows}  # fmt: skip
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -500,8 +507,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "suite" in record:
         from .torch.suite import bench_table
 
-        print(f"\nConvergence suite, N = {args.suite_steps} (3 levels, cfactor 4, tol 1e-9, float64, "
-              f"fit's defaults; {args.threads} torch thread(s)):\n" + bench_table(record["suite"]["rows"]))  # fmt: skip
+        s = record["suite"]
+        print(f"\nConvergence suite, N = {s['N']} ({s['levels']} levels, cfactor {s['cfactor']}, tol {s['tol']:g}, "
+              f"float64, fit's defaults; {s['threads']} torch thread(s)):\n" + bench_table(s["rows"]))  # fmt: skip
     write_json(args.out / "bench.json", record)
     bench.plot(record, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.png'}")

@@ -173,11 +173,14 @@ def settings_for(case: dict[str, Any], n: int) -> dict[str, Any]:
     return out
 
 
+LEVELS, CFACTOR, TOL = 3, 4, 1e-9  # the suite's MGRIT settings (float64)
+
+
 def run_case(
     name: str,
     n: int,
     *,
-    levels: int = 3,
+    levels: int = LEVELS,
     max_iter: int = 30,
     nested: bool = True,
     coarse: str | None = None,
@@ -200,7 +203,7 @@ def run_case(
     label = case["optimizer"] + (f" (momentum {case['momentum']})" if case.get("momentum") else "")
     row: dict[str, Any] = {"case": name, "N": n, "serial_s": serial_s, "optimizer": label}
     try:
-        opts = SolverOptions(levels=levels, cfactor=4, tol=1e-9, max_iter=max_iter, nested=nested)
+        opts = SolverOptions(levels=levels, cfactor=CFACTOR, tol=TOL, max_iter=max_iter, nested=nested)
         res = fit(model, loss, X, y, options=opts, allow_unconverged=True, **kw)
         assert res.solver is not None
         row |= {
