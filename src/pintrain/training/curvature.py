@@ -16,8 +16,8 @@ stays one function of its input through the solve.  The first entry costs ``ITER
 of the Hessian with ``rank`` vectors (subspace iteration from a seeded start), every later one
 ``WARM_ITERATIONS`` to ``ITERATIONS``, started from the previous entry's directions (the Hessian
 turns slowly along the trajectory), until an iteration moves its Ritz values by at most ``WARM_TOL``: on the suite's
-momentum and Adam cases at N = 1024 the same MGRIT iterations, for a table built in 0.68-0.82 of
-the time (the entries in about half; docs/convergence.md).
+momentum and Adam cases at N = 1024 the same MGRIT iterations, for a table built in 0.58-0.68 of
+the time (the entries in 0.39-0.50; docs/convergence.md).
 """
 
 from __future__ import annotations
