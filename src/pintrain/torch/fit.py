@@ -135,9 +135,10 @@ def fit(
     ``compile=True`` runs the batched gradients and the optimizer's update through ``torch.compile``
     (on a CPU it needs a C++ compiler): each row count it meets (rounded up to a power of two, at
     most 128 rows a call) costs seconds to compile once, after which a batched gradient costs about
-    half and a lone row's a quarter of the eager one, and Adam's update is one fused kernel (digits
-    MLP, one thread); it pays on long runs. The answer is the same
-    to rounding, not bit for bit (compiled kernels round differently from eager ones).
+    half and a lone row's a quarter of the eager one, and Adam's update is one fused kernel; with
+    ``coarse`` "curvature" or "lagged" the coarsest level's chain is compiled too, a sub-interval as
+    one graph (about a third of the eager one's time; digits MLP, one thread); it pays on long runs.
+    The answer is the same to rounding, not bit for bit (compiled kernels round differently from eager ones).
     The module given is not changed: ``FitResult.model`` is a trained copy.  An MGRIT solve that
     stops above ``tol`` raises :class:`~pintrain.errors.NotConvergedError` (its ``result`` is the
     FitResult reached) unless ``allow_unconverged=True``.

@@ -22,6 +22,7 @@ from ..errors import OptionError, check_int
 from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
+from .chain import CompiledSubInterval
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, compile_failure, lr_table
 from .update import COMPILED_MIN_ROWS, CompiledUpdate
 
@@ -126,6 +127,21 @@ class TorchProblem(TrainingProblem):
                 float(self.compiled_update.fine(trial, grads, ks, self.lrs).sum())
             except Exception as err:
                 raise compile_failure(f"the {self.optimizer.name} update", err) from None
+            if self.coarse in ("lagged", "curvature") and self.clip_grad_norm is None:
+                self.lone_chain = CompiledSubInterval(self)
+                self._trial_lone_chain()
+
+    def _trial_lone_chain(self) -> None:
+        """Compile the coarsest chain's sub-interval now (a sub-interval of ``max_ratio`` steps from
+        u0, with a zero curvature term for ``curvature``): refuse what cannot be compiled here, not
+        in the middle of a solve."""
+        assert self.lone_chain is not None
+        r = min(self.max_ratio, self.n_steps)
+        S = self.ops.asarray(self.u0[None])
+        try:
+            self.lone_chain.trial(S, r, self.coarse == "curvature")
+        except Exception as err:
+            raise compile_failure(f"the {self.coarse} coarse step of one row", err) from None
 
     @property
     def dtype(self) -> torch.dtype:

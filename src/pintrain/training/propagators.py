@@ -131,6 +131,8 @@ class CoarseContext(Protocol):
 
     def curvature_term(self, dW: Any, ks: np.ndarray) -> Any: ...
 
+    def lone_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None: ...
+
 
 def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_sum(S[:, : problem.n_params], ks, m)
@@ -160,7 +162,11 @@ def lagged(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
 
 def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved: bool = False) -> Any:
     """The r optimizer steps from ``ks``, step j with the gradient of batch ``ks + j`` at the start's
-    weights; ``curved``: plus the curvature term ``H_r (w_j - w_start)`` (the ``curvature`` step)."""
+    weights; ``curved``: plus the curvature term ``H_r (w_j - w_start)`` (the ``curvature`` step).
+    A lone row (the coarsest chain) takes the problem's compiled sub-interval where it has one."""
+    fused = problem.lone_sub_interval(S, ks, r, curved)
+    if fused is not None:
+        return fused
     W = S[:, : problem.n_params]
     G = problem.gradient_steps(W, ks, r)
     W0 = W * 1 if curved else None  # a copy: S's rows may be updated in place
