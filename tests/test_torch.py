@@ -582,6 +582,19 @@ def test_the_curvature_table_at_full_rank_is_the_hessian_of_a_step(name):
     both = table.term(many, np.array([0, 20, 33, 1, 17, 39, 5]))
     for i, k in enumerate([0, 20, 33, 1, 17, 39, 5]):
         assert torch.equal(both[i], table.term(many[i : i + 1], np.array([k]))[0])
+    # ... and whatever chunk it falls in: rows in runs of one entry, cut into chunks of 2 rows
+    import pintrain.training.curvature as curvature
+
+    ks = np.array([0, 1, 5, 9, 20, 21, 22, 33, 34])
+    dW = torch.randn(9, p.n_params, dtype=torch.float64)
+    whole = table.term(dW, ks)
+    curvature.TERM_CHUNK_BYTES, before = 2 * p.n_params * p.n_params * 8, curvature.TERM_CHUNK_BYTES
+    try:
+        assert torch.equal(table.term(dW, ks), whole)
+    finally:
+        curvature.TERM_CHUNK_BYTES = before
+    for i in range(ks.size):
+        assert torch.equal(whole[i], table.term(dW[i : i + 1], ks[i : i + 1])[0])
 
 
 def test_mgrit_with_the_curvature_step_equals_serial_in_no_more_iterations_than_lagged():
