@@ -276,35 +276,42 @@ def test_compiled_momentum_with_a_schedule_gives_the_loop_s_weights():
     ],
     ids=lambda v: str(v),
 )
-def test_compiled_lone_sub_interval_equals_the_eager_chain(name, hyper, coarse, batch):
-    # compile=True: a lone row's lagged / curvature sub-interval (the coarsest chain) is one compiled graph,
-    # the same arithmetic as the propagator's eager steps to rounding, with or without a schedule
+def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, batch):
+    # a lone row's lagged / curvature sub-interval (the coarsest chain's unit) in one function: eager, the
+    # propagator's own steps bit for bit; compile=True, one graph, the same to rounding; with or without a
+    # schedule; a batch of rows takes the propagator's own steps
     from pintrain.training.propagators import COARSE_PROPAGATORS
 
     X, y = small_data()
     for schedule in (None, [0.05 * 0.98**k for k in range(40)]):
         kw = {"steps": 40, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper), "coarse": coarse}
         kw |= {"lr_schedule": schedule, "coarse_options": {"rank": 3, "block": 8} if coarse == "curvature" else None}
+        steps = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
+        steps.lone_chain = None  # the propagator's own steps
         eager = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
         comp = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
-        assert eager.lone_chain is None and comp.lone_chain is not None
-        calls = []
-        chain = comp.lone_chain
-        comp.lone_chain = lambda *a, calls=calls, chain=chain: calls.append(a[2]) or chain(*a)
+        assert not eager.lone_chain.compiled and comp.lone_chain.compiled
+        calls: dict[str, list[int]] = {"eager": [], "compiled": []}
+        for key, problem in (("eager", eager), ("compiled", comp)):
+            chain = problem.lone_chain
+            problem.lone_chain = lambda *a, seen=calls[key], chain=chain: seen.append(a[2]) or chain(*a)
         u = eager.ops.asarray(eager.u0)
         for k, m in ((0, 8), (9, 2), (30, 5), (38, 2)):  # m = 5: sub-intervals of 2, 1 and 2 steps
-            want = eager.step(u, k, m)
+            want = steps.step(u, k, m)
+            assert torch.equal(eager.step(u, k, m), want)
             got = comp.step(u, k, m)
             assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
-        # the batched path (more than one row) takes the propagator's own steps, not the lone graph
-        n = len(calls)
+        n = len(calls["compiled"])
+        assert calls["eager"] == calls["compiled"] and sorted(set(calls["eager"])) == [1, 2]
         S = torch.stack([u, u * 0.9])
         fn = COARSE_PROPAGATORS[coarse].fn
-        assert float((fn(comp, S, np.array([0, 8]), 4) - fn(eager, S, np.array([0, 8]), 4)).abs().max()) < 1e-12
-        assert len(calls) == n and sorted(set(calls)) == [1, 2]
-    # gradient clipping takes the eager chain
-    clipped = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, clip_grad_norm=1.0, **kw)
-    assert clipped.lone_chain is None
+        assert torch.equal(fn(eager, S, np.array([0, 8]), 4), fn(steps, S, np.array([0, 8]), 4))
+        assert float((fn(comp, S, np.array([0, 8]), 4) - fn(steps, S, np.array([0, 8]), 4)).abs().max()) < 1e-12
+        assert len(calls["compiled"]) == n
+    # gradient clipping takes the propagator's own steps
+    for compile in (False, True):
+        clipped = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=compile, clip_grad_norm=1.0, **kw)
+        assert clipped.lone_chain is None
 
 
 def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatch):
@@ -336,9 +343,9 @@ def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatc
                      optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
     monkeypatch.undo()
 
-    from pintrain.torch.chain import CompiledSubInterval
+    from pintrain.torch.chain import LoneSubInterval
 
-    monkeypatch.setattr(CompiledSubInterval, "trial", unsupported)
+    monkeypatch.setattr(LoneSubInterval, "trial", unsupported)
     message = "could not compile the curvature coarse step of one row.*cannot lower.*compile=False"
     with pytest.raises(UnsupportedModel, match=message):
         TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,

@@ -29,12 +29,24 @@ from torch.func import grad
 from ..training.schedule import check_steps
 
 
-class CompiledSubInterval:
-    """``lagged_steps`` / ``curved_steps`` of one row (a (1, state size) tensor), compiled."""
+class LoneSubInterval:
+    """``lagged_steps`` / ``curved_steps`` of one row (a (1, state size) tensor) in one function:
+    eager (``compiled=False``), the same operations as the propagator's steps, bit for bit, with the
+    r gradients from one setting of the lone module's weights; compiled, one graph."""
 
-    def __init__(self, problem: Any) -> None:
-        self.problem = problem
-        self._fn = torch.compile(self._sub_interval, dynamic=False, fullgraph=True)
+    def __init__(self, problem: Any, compiled: bool = False) -> None:
+        self.problem, self.compiled = problem, compiled
+        self._fn = torch.compile(self._sub_interval, dynamic=False, fullgraph=True) if compiled else self._sub_interval
+
+    def _gradients(
+        self, w0: torch.Tensor, r: int, ix: torch.Tensor | None, X: torch.Tensor, y: torch.Tensor
+    ) -> list[Any]:
+        """The r step losses' gradients at ``w0``, each a (P,) tensor."""
+        model = self.problem.model
+        if self.compiled:
+            loss_grad = grad(model._loss_one)
+            return [loss_grad(w0, X, y) if ix is None else loss_grad(w0, X[ix[j]], y[ix[j]]) for j in range(r)]
+        return model.lone_gradients(w0, [(X, y) if ix is None else (X[ix[j]], y[ix[j]]) for j in range(r)])
 
     def _sub_interval(
         self,
@@ -48,11 +60,10 @@ class CompiledSubInterval:
         s: torch.Tensor | None,
     ) -> torch.Tensor:
         problem = self.problem
-        model, optimizer, P = problem.model, problem.optimizer, problem.n_params
+        optimizer, P = problem.optimizer, problem.n_params
         S = u[None]
         w0 = u[:P]
-        loss_grad = grad(model._loss_one)
-        G = [loss_grad(w0, X, y) if ix is None else loss_grad(w0, X[ix[j]], y[ix[j]]) for j in range(r)]
+        G = self._gradients(w0, r, ix, X, y)
         for j in range(r):
             g = G[j]
             if Bt is not None and s is not None and j > 0:

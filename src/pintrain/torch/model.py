@@ -389,6 +389,19 @@ class TorchModel:
         g = torch.cat([g.reshape(-1) for g in grads])[None]
         return g if batches.weight == 1.0 else batches.weight * g
 
+    def lone_gradients(self, w: torch.Tensor, data: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """The gradients at the one weight vector ``w`` of the step losses on each ``(xb, yb)`` of
+        ``data``, each as :meth:`_gradient_one_row` gives it for that batch (the same operations, the
+        same values), with the module's weights set once for all of them."""
+        module, params = self._lone_module(w)
+        out = []
+        with torch.enable_grad():
+            for xb, yb in data:
+                loss = self._loss_union_lone(None, xb, yb, 1, forward=module)
+                grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+                out.append(torch.cat([g.reshape(-1) for g in grads]))
+        return out
+
     def _lone_module(self, w: torch.Tensor) -> tuple[nn.Module, list[nn.Parameter]]:
         """The lone path's own copy of the stepped module (made on first use) with its trainable
         parameters set to the flat weights ``w``, and those parameters in ``names`` order."""

@@ -22,7 +22,7 @@ from ..errors import OptionError, check_int
 from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
-from .chain import CompiledSubInterval
+from .chain import LoneSubInterval
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, compile_failure, lr_table
 from .update import COMPILED_MIN_ROWS, CompiledUpdate
 
@@ -117,6 +117,8 @@ class TorchProblem(TrainingProblem):
             clip_grad_norm=clip_grad_norm,
             **_coarse_options(max_ratio, sample, coarse_options),
         )
+        if self.coarse in ("lagged", "curvature") and self.clip_grad_norm is None:  # the coarsest chain's unit
+            self.lone_chain = LoneSubInterval(self)
         if compile:  # the update too: one fused kernel a call instead of a pass per operation
             self.compiled_update = CompiledUpdate(self.optimizer, self.ops)
             rows = COMPILED_MIN_ROWS  # a trial call the compiled path takes
@@ -127,8 +129,8 @@ class TorchProblem(TrainingProblem):
                 float(self.compiled_update.fine(trial, grads, ks, self.lrs).sum())
             except Exception as err:
                 raise compile_failure(f"the {self.optimizer.name} update", err) from None
-            if self.coarse in ("lagged", "curvature") and self.clip_grad_norm is None:
-                self.lone_chain = CompiledSubInterval(self)
+            if self.lone_chain is not None:
+                self.lone_chain = LoneSubInterval(self, compiled=True)
                 self._trial_lone_chain()
 
     def _trial_lone_chain(self) -> None:

@@ -80,7 +80,7 @@ class TrainingProblem:
         self._lone_path = isinstance(model, HasLoneGradient)
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
-        self.lone_chain: Any = None  # the lone sub-interval compiled (a torch problem with compile=True)
+        self.lone_chain: Any = None  # the lone sub-interval in one function (the torch backend's)
         self._curvature: Any = None  # the curvature step's table, built on first use
         self.setup_s = 0.0  # seconds spent building it (a solve's time, wherever it was built)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
@@ -269,8 +269,9 @@ class TrainingProblem:
         return table.term(dW, ks)
 
     def lone_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None:
-        """A ``lagged`` / ``curvature`` sub-interval of one row on the lone path, compiled as one
-        graph (:class:`pintrain.torch.chain.CompiledSubInterval`, ``compile=True``), or None: the
+        """A ``lagged`` / ``curvature`` sub-interval of one row on the lone path in one function of
+        the model backend's (:class:`pintrain.torch.chain.LoneSubInterval`: eager, the propagator's
+        own operations with less between them; ``compile=True``, one graph), or None: the
         propagator's own steps."""
         if self.lone_chain is None or not self._lone or S.shape[0] != 1 or self.clip_grad_norm is not None:
             return None

@@ -88,6 +88,7 @@ optimizer's fine update) with a learning rate that depends on the level,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -144,12 +145,18 @@ def sub_intervals(
     step: Callable[[CoarseContext, Any, np.ndarray, int], Any], problem: CoarseContext, S: Any, ks: np.ndarray, m: int
 ) -> Any:
     """``step`` over ``ceil(m / max_ratio)`` near-equal sub-intervals of the m steps, one after the other."""
-    s = -(-m // problem.max_ratio)
     offset = 0
-    for r in np.diff(np.linspace(0, m, s + 1).round().astype(np.int64)):
-        S = step(problem, S, ks + offset, int(r))
-        offset += int(r)
+    for r in _lengths(m, problem.max_ratio):
+        S = step(problem, S, ks + offset, r)
+        offset += r
     return S
+
+
+@functools.lru_cache(maxsize=256)
+def _lengths(m: int, max_ratio: int) -> tuple[int, ...]:
+    """The lengths of ``ceil(m / max_ratio)`` near-equal sub-intervals of m steps."""
+    s = -(-m // max_ratio)
+    return tuple(int(r) for r in np.diff(np.linspace(0, m, s + 1).round().astype(np.int64)))
 
 
 def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
