@@ -314,6 +314,22 @@ def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, ba
         assert clipped.lone_chain is None
 
 
+@pytest.mark.parametrize("batch", [16, None])
+def test_compiled_hessian_vectors_equal_eager(batch):
+    # compile=True compiles the curvature table's Hessian-vector products (when the problem is built)
+    X, y = small_data()
+    kw = {"steps": 40, "batch_size": batch, "optimizer": make_optimizer("adam", 0.05), "coarse": "curvature"}
+    eager = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
+    comp = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
+    w = eager.model.w0 * 1.1
+    V = torch.randn(5, eager.n_params, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for k, r in ((0, 2), (7, 1), (20, 2)):
+        want = eager.model.hessian_vectors(w, eager.batches(np.array([k]), r), V)
+        got = comp.model.hessian_vectors(w, comp.batches(np.array([k]), r), V)
+        assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
+    assert float((comp._curvature_table()._Bt - eager._curvature_table()._Bt).abs().max()) < 1e-9
+
+
 def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatch):
     X, y = small_data()
     with pytest.raises(OptionError, match="compile"):
@@ -347,6 +363,15 @@ def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatc
 
     monkeypatch.setattr(LoneSubInterval, "trial", unsupported)
     message = "could not compile the curvature coarse step of one row.*cannot lower.*compile=False"
+    with pytest.raises(UnsupportedModel, match=message):
+        TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
+                     optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
+    monkeypatch.undo()
+
+    from pintrain.torch.model import TorchModel
+
+    monkeypatch.setattr(TorchModel, "_hvp", unsupported)
+    message = "could not compile the Hessian-vector products of the curvature table.*cannot lower"
     with pytest.raises(UnsupportedModel, match=message):
         TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
                      optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip

@@ -418,11 +418,24 @@ class TorchModel:
     def hessian_vectors(self, w: torch.Tensor, batches: Batches, V: torch.Tensor) -> torch.Tensor:
         """Hessian-vector products of one row's loss over ``batches`` at ``w``, one per row of ``V``:
         forward-over-reverse (``jvp`` of ``grad``) under vmap, about 0.8-0.9 of a gradient's cost a
-        vector for 8 vectors (LSTM cell, LayerNorm MLP, one thread)."""
-        with torch.enable_grad():
-            g = grad(self._row_loss(batches))
-            H = vmap(lambda u: torch.func.jvp(g, (w,), (u,))[1])(V)
+        vector for 8 vectors (LSTM cell, LayerNorm MLP, one thread).  Compiled (``compile=True``): one
+        graph for the ``curvature`` table's shapes (digits MLP, 8 vectors, 2 batches, one thread: 4.2 -> 0.4 ms)."""
+        if self.compiled:
+            xb, yb, r = self._row_data(batches)
+            H = self._c_hvp(w, xb, yb, V, r)
+        else:
+            with torch.enable_grad():
+                g = grad(self._row_loss(batches))
+                H = vmap(lambda u: torch.func.jvp(g, (w,), (u,))[1])(V)
         return H if batches.weight == 1.0 else batches.weight * H
+
+    def _hvp(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, V: torch.Tensor, r: int) -> torch.Tensor:
+        """The products of :meth:`hessian_vectors` on one row's samples (what ``compile=True`` compiles)."""
+        if r == 1:
+            g = grad(lambda v: self._loss_one(v, xb, yb))
+        else:
+            g = grad(lambda v: self._loss_union_lone(v, xb, yb, r))
+        return cast(torch.Tensor, vmap(lambda u: torch.func.jvp(g, (w,), (u,))[1])(V))
 
     # -- compiled gradients (compile=True) ---------------------------------------------------------
     def _compile(self, W: torch.Tensor, trial: Batches) -> None:
@@ -436,6 +449,7 @@ class TorchModel:
         self._c_shared = torch.compile(self._grad_shared, dynamic=False)
         self._c_one = torch.compile(self._grad_one, dynamic=False)
         self._c_union = torch.compile(self._grad_union, dynamic=False)
+        self._c_hvp = torch.compile(self._hvp, dynamic=False)  # the curvature table's (built on first use)
         try:
             float(self._gradient_compiled(W, trial).sum())
         except Exception as err:

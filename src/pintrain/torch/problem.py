@@ -135,8 +135,9 @@ class TorchProblem(TrainingProblem):
 
     def _trial_lone_chain(self) -> None:
         """Compile the coarsest chain's sub-interval now (a sub-interval of ``max_ratio`` steps from
-        u0, with a zero curvature term for ``curvature``): refuse what cannot be compiled here, not
-        in the middle of a solve."""
+        u0, with a zero curvature term for ``curvature``), and the curvature table's Hessian-vector
+        products: refuse what cannot be compiled here, not in the middle of a solve, and compile
+        before a solve is timed."""
         assert self.lone_chain is not None
         r = min(self.max_ratio, self.n_steps)
         S = self.ops.asarray(self.u0[None])
@@ -144,6 +145,12 @@ class TorchProblem(TrainingProblem):
             self.lone_chain.trial(S, r, self.coarse == "curvature")
         except Exception as err:
             raise compile_failure(f"the {self.coarse} coarse step of one row", err) from None
+        if self.coarse == "curvature":  # the table's products: one step's loss over the block's first r batches
+            V = S.new_zeros((self._curvature_shape()[0], self.n_params))
+            try:
+                float(self.model.hessian_vectors(S[0, : self.n_params], self.batches(np.array([0]), r), V).sum())
+            except Exception as err:
+                raise compile_failure("the Hessian-vector products of the curvature table", err) from None
 
     @property
     def dtype(self) -> torch.dtype:
