@@ -348,33 +348,25 @@ def test_compile_setting_is_checked_and_a_failed_compile_is_a_message(monkeypatc
                      optimizer=make_optimizer("sgd", 0.1), compile=True)  # fmt: skip
     monkeypatch.undo()
 
+    from pintrain.torch.chain import LoneSubInterval
+    from pintrain.torch.model import TorchModel
     from pintrain.torch.update import CompiledUpdate
 
     def unsupported(self, *args, **kwargs):
         raise RuntimeError("an operation inductor cannot lower")
 
-    monkeypatch.setattr(CompiledUpdate, "fine", unsupported)
-    with pytest.raises(UnsupportedModel, match="could not compile the adam update.*cannot lower.*compile=False"):
-        TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
-                     optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
-    monkeypatch.undo()
-
-    from pintrain.torch.chain import LoneSubInterval
-
-    monkeypatch.setattr(LoneSubInterval, "trial", unsupported)
-    message = "could not compile the curvature coarse step of one row.*cannot lower.*compile=False"
-    with pytest.raises(UnsupportedModel, match=message):
-        TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
-                     optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
-    monkeypatch.undo()
-
-    from pintrain.torch.model import TorchModel
-
-    monkeypatch.setattr(TorchModel, "_hvp", unsupported)
-    message = "could not compile the Hessian-vector products of the curvature table.*cannot lower"
-    with pytest.raises(UnsupportedModel, match=message):
-        TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
-                     optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
+    # each compiled part that fails when the problem is built (Adam: the update, the curvature step's
+    # lone sub-interval and the table's Hessian-vector products) says which, and what to do
+    for cls, name, what in (
+        (CompiledUpdate, "fine", "the adam update"),
+        (LoneSubInterval, "trial", "the curvature coarse step of one row"),
+        (TorchModel, "_hvp", "the Hessian-vector products of the curvature table"),
+    ):
+        monkeypatch.setattr(cls, name, unsupported)
+        with pytest.raises(UnsupportedModel, match=f"could not compile {what}.*cannot lower.*compile=False"):
+            TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, steps=8, batch_size=16,
+                         optimizer=make_optimizer("adam", 0.1), compile=True)  # fmt: skip
+        monkeypatch.undo()
 
 
 def test_digits_cnn_problem_trains_and_reports_accuracy():
