@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument(
         "--coarse",
         default="auto",
+        choices=["auto", "split", "union", "lagged", "curvature"],
         help="coarse propagator (auto, fit's default: curvature for momentum/Adam, split for SGD; split; union)",
     )
     ap.add_argument("--max-ratio", type=int, default=2, help="split: longest sub-interval (fit's default 2)")

@@ -122,6 +122,26 @@ def test_cli_train_under_mpiexec_prints_once_and_writes_json(tmp_path):
     assert rec["ranks"] == 3 and rec["max_abs_diff"] < 1e-8 and len(rec["mgrit"]["losses"]) == 701
 
 
+def test_cli_bench_under_mpiexec_runs_the_one_process_parts_once(tmp_path):
+    # part 1 is timed over the ranks; the convergence suite (like part 4) is a one-process benchmark,
+    # which rank 0 runs alone (every rank running it would only compete for the cores)
+    pytest.importorskip("sklearn")
+    pintrain = Path(sys.executable).with_name("pintrain")
+    args = ["bench", "--sizes", "64", "--repeat", "1", "--no-pymgrit", "--no-torch", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [MPIEXEC, "-n", "2", str(pintrain), *args, "--suite", "wine-mlp-sgd", "--suite-steps", "64"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("running: suite wine-mlp-sgd") == 1
+    assert proc.stdout.count("Convergence suite, N = 64") == 1
+    rows = json.loads((tmp_path / "bench.json").read_text())["suite"]["rows"]
+    assert [r["case"] for r in rows] == ["wine-mlp-sgd"] and rows[0]["converged"]
+
+
 def test_cli_divergence_under_mpiexec_exits_3_once(tmp_path):
     pintrain = Path(sys.executable).with_name("pintrain")
     proc = subprocess.run(

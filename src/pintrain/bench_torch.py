@@ -136,11 +136,11 @@ def bench_torch(
                 s, w_serial = plain_loop(p)
                 serial_s = min(serial_s, s)
             p.prepare()  # a table the coarse step builds once (curvature): timed apart, added once
-            mgrit_s, res = best_of(functools.partial(solve, p, options=options), repeat)
+            mgrit_s, res = best_of(functools.partial(solve, p, options=options, comm="serial"), repeat)
             mgrit_s += p.setup_s
             timed = TimedProblem(p)
             t0 = time.perf_counter()
-            solve(timed, options=options)
+            solve(timed, options=options, comm="serial")
             profiled_s = time.perf_counter() - t0
             w = np.asarray(p.weights(res.states[-1]), dtype=np.float64)
             ref = w_serial.double().cpu().numpy()

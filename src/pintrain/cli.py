@@ -444,10 +444,10 @@ def _bench_suite(args: argparse.Namespace, names: list[str], progress: Callable[
     torch.set_num_threads(args.threads)
     rows = []
     try:
-        run_case(names[0], 8)  # warm-up (the data set's first load, torch's first calls), not recorded
+        run_case(names[0], 8, comm="serial")  # warm-up (the data set's first load, torch's first calls), not recorded
         for name in names:
             progress(f"suite {name}, N = {args.suite_steps}")
-            rows.append(run_case(name, args.suite_steps))
+            rows.append(run_case(name, args.suite_steps, comm="serial"))
     finally:
         torch.set_num_threads(before)
     return {"N": args.suite_steps, "threads": args.threads, "levels": LEVELS, "cfactor": CFACTOR, "tol": TOL,
@@ -492,12 +492,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         progress=progress,
         coarse_options={} if args.sample is None else {"sample": args.sample},
     )
+    if _mpi_rank() != 0:  # parts 4 and the suite are one-process benchmarks: rank 0 runs them alone
+        return EXIT_OK
     if not args.no_torch:
         record["torch"] = _bench_torch(args, progress)
     if suite:
         record["suite"] = _bench_suite(args, suite, progress)
-    if _mpi_rank() != 0:
-        return EXIT_OK
     record["command"] = " ".join(["pintrain", *args.argv])
     print(bench.tables(record))
     if "torch" in record:

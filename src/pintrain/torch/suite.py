@@ -185,9 +185,10 @@ def run_case(
     nested: bool = True,
     coarse: str | None = None,
     max_ratio: int | None = None,
+    comm: Any = None,
 ) -> dict[str, Any]:
     """Case ``name`` trained for ``n`` steps serially and by MGRIT (``coarse``: fit's default when
-    None); the row of the suite's record."""
+    None; ``comm`` as :func:`~pintrain.torch.fit`'s); the row of the suite's record."""
     data, make, loss, case = CASES[name]
     X, y = data()
     torch.manual_seed(0)
@@ -198,13 +199,13 @@ def run_case(
     if max_ratio is not None:
         kw["max_ratio"] = max_ratio
     t0 = time.perf_counter()
-    serial = fit(model, loss, X, y, method="serial", **kw)
+    serial = fit(model, loss, X, y, method="serial", comm=comm, **kw)
     serial_s = time.perf_counter() - t0
     label = case["optimizer"] + (f" (momentum {case['momentum']})" if case.get("momentum") else "")
     row: dict[str, Any] = {"case": name, "N": n, "serial_s": serial_s, "optimizer": label}
     try:
         opts = SolverOptions(levels=levels, cfactor=CFACTOR, tol=TOL, max_iter=max_iter, nested=nested)
-        res = fit(model, loss, X, y, options=opts, allow_unconverged=True, **kw)
+        res = fit(model, loss, X, y, options=opts, allow_unconverged=True, comm=comm, **kw)
         assert res.solver is not None
         row |= {
             "iterations": res.solver.iterations,
