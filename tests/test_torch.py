@@ -314,6 +314,36 @@ def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, ba
         assert clipped.lone_chain is None
 
 
+@pytest.mark.parametrize(
+    "name,hyper,batch",
+    [("sgd", {"weight_decay": 1e-2}, 16), ("nesterov", {"momentum": 0.9}, 16), ("adamw", {"weight_decay": 0.1}, None)],
+    ids=lambda v: str(v),
+)
+def test_compiled_fine_step_equals_the_separate_gradient_and_update(name, hyper, batch):
+    # compile=True: a fine step of 64 rows or more is one graph (the gradient and the update), the same
+    # to rounding as the compiled gradient followed by the compiled update; fewer rows take those
+    X, y = small_data()
+    for schedule in (None, [0.05 * 0.98**k for k in range(300)]):
+        kw = {"steps": 300, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper)}
+        p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, lr_schedule=schedule, **kw)
+        calls = []
+        step = p.compiled_step
+        p.compiled_step = lambda S, ks, out=None, step=step, calls=calls: calls.append(S.shape[0]) or step(S, ks, out)
+        g = torch.Generator().manual_seed(1)
+        S = p.ops.asarray(p.u0).repeat(200, 1)
+        S[:, : p.n_params] += 0.1 * torch.randn(200, p.n_params, generator=g, dtype=S.dtype)
+        ks = np.arange(200) + 50
+        fused = p.step_many(S, ks, 1)
+        out = torch.empty_like(S)
+        assert p.step_many(S, ks, 1, out=out) is out and torch.equal(out, fused)
+        few = p.step_many(S[:10], ks[:10], 1)
+        assert calls == [200, 200]  # 10 rows: the separate compiled calls
+        p.compiled_step = None
+        separate = p.step_many(S, ks, 1)
+        assert float((fused - separate).abs().max()) <= 1e-12 * float(separate.abs().max())
+        assert float((few - separate[:10]).abs().max()) <= 1e-12 * float(separate.abs().max())
+
+
 @pytest.mark.parametrize("batch", [16, None])
 def test_compiled_hessian_vectors_equal_eager(batch):
     # compile=True compiles the curvature table's Hessian-vector products (when the problem is built)

@@ -24,7 +24,7 @@ from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
 from .chain import LoneSubInterval
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, compile_failure, lr_table
-from .update import COMPILED_MIN_ROWS, CompiledUpdate
+from .update import COMPILED_MIN_ROWS, CompiledStep, CompiledUpdate
 
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
 
@@ -129,6 +129,13 @@ class TorchProblem(TrainingProblem):
                 float(self.compiled_update.fine(trial, grads, ks, self.lrs).sum())
             except Exception as err:
                 raise compile_failure(f"the {self.optimizer.name} update", err) from None
+            if self.clip_grad_norm is None:  # the fine step of many rows: gradient and update in one graph
+                self.compiled_step, self.compiled_step_rows = CompiledStep(self), COMPILED_MIN_ROWS
+                try:
+                    with self.ops.no_grad():
+                        float(self.compiled_step(trial, ks).sum())
+                except Exception as err:
+                    raise compile_failure(f"the fine step (gradient and {self.optimizer.name} update)", err) from None
             if self.lone_chain is not None:
                 self.lone_chain = LoneSubInterval(self, compiled=True)
                 self._trial_lone_chain()

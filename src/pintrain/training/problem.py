@@ -81,6 +81,8 @@ class TrainingProblem:
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
         self.lone_chain: Any = None  # the lone sub-interval in one function (the torch backend's)
+        self.compiled_step: Any = None  # the fine step of many rows in one graph (compile=True), from
+        self.compiled_step_rows = 0  # this many rows
         self._curvature: Any = None  # the curvature step's table, built on first use
         self.setup_s = 0.0  # seconds spent building it (a solve's time, wherever it was built)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
@@ -207,6 +209,9 @@ class TrainingProblem:
                 return new
             out[...] = new
             return out
+        if self.compiled_step is not None and self.clip_grad_norm is None and not (self._lone and S.shape[0] == 1):
+            if S.shape[0] >= self.compiled_step_rows:  # the gradient and the update in one graph
+                return self.compiled_step(S, ks, out)
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
         G = self._gradient(W, self.batches(ks, 1))
         if self.clip_grad_norm is not None:
