@@ -267,88 +267,87 @@ def test_compiled_momentum_with_a_schedule_gives_the_loop_s_weights():
 
 
 @pytest.mark.parametrize(
-    "name,hyper,coarse,batch",
-    [
-        ("adam", {}, "curvature", 16),
-        ("adamw", {"weight_decay": 0.1}, "lagged", 16),
-        ("nesterov", {"momentum": 0.9, "weight_decay": 1e-3}, "curvature", 16),
-        ("momentum", {"momentum": 0.9}, "curvature", None),  # full batch: no batch table
+    "name,hyper,coarse,batch,compiled",
+    [  # compiled: which schedule also runs compiled (each compiled problem costs seconds of compiling)
+        ("adam", {}, "curvature", 16, "constant"),
+        ("adamw", {"weight_decay": 0.1}, "lagged", 16, None),
+        ("nesterov", {"momentum": 0.9, "weight_decay": 1e-3}, "curvature", 16, None),
+        ("momentum", {"momentum": 0.9}, "curvature", None, "schedule"),  # full batch: no batch table
     ],
     ids=lambda v: str(v),
 )
-def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, batch):
+def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, batch, compiled):
     # a lone row's lagged / curvature sub-interval (the coarsest chain's unit) in one function: eager, the
     # propagator's own steps bit for bit; compile=True, one graph, the same to rounding; with or without a
     # schedule; a batch of rows takes the propagator's own steps
     from pintrain.training.propagators import COARSE_PROPAGATORS
 
     X, y = small_data()
-    for schedule in (None, [0.05 * 0.98**k for k in range(40)]):
+    for label, schedule in (("constant", None), ("schedule", [0.05 * 0.98**k for k in range(40)])):
         kw = {"steps": 40, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper), "coarse": coarse}
         kw |= {"lr_schedule": schedule, "coarse_options": {"rank": 3, "block": 8} if coarse == "curvature" else None}
         steps = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
         steps.lone_chain = None  # the propagator's own steps
-        eager = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
-        comp = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
-        assert not eager.lone_chain.compiled and comp.lone_chain.compiled
-        calls: dict[str, list[int]] = {"eager": [], "compiled": []}
-        for key, problem in (("eager", eager), ("compiled", comp)):
+        problems = {"eager": TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)}
+        if compiled == label:
+            problems["compiled"] = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
+        calls: dict[str, list[int]] = {key: [] for key in problems}
+        for key, problem in problems.items():
+            assert problem.lone_chain.compiled == (key == "compiled")
             chain = problem.lone_chain
             problem.lone_chain = lambda *a, seen=calls[key], chain=chain: seen.append(a[2]) or chain(*a)
-        u = eager.ops.asarray(eager.u0)
-        for k, m in ((0, 8), (9, 2), (30, 5), (38, 2)):  # m = 5: sub-intervals of 2, 1 and 2 steps
-            want = steps.step(u, k, m)
-            assert torch.equal(eager.step(u, k, m), want)
-            got = comp.step(u, k, m)
-            assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
-        n = len(calls["compiled"])
-        assert calls["eager"] == calls["compiled"] and sorted(set(calls["eager"])) == [1, 2]
+        u = steps.ops.asarray(steps.u0)
         S = torch.stack([u, u * 0.9])
         fn = COARSE_PROPAGATORS[coarse].fn
-        assert torch.equal(fn(eager, S, np.array([0, 8]), 4), fn(steps, S, np.array([0, 8]), 4))
-        assert float((fn(comp, S, np.array([0, 8]), 4) - fn(steps, S, np.array([0, 8]), 4)).abs().max()) < 1e-12
-        assert len(calls["compiled"]) == n
+        for key, problem in problems.items():
+            tol = 0.0 if key == "eager" else 1e-12  # eager: bit for bit
+            for k, m in ((0, 8), (9, 2), (30, 5), (38, 2)):  # m = 5: sub-intervals of 2, 1 and 2 steps
+                want = steps.step(u, k, m)
+                assert float((problem.step(u, k, m) - want).abs().max()) <= tol * float(want.abs().max())
+            n = len(calls[key])
+            assert sorted(set(calls[key])) == [1, 2]
+            want = fn(steps, S, np.array([0, 8]), 4)
+            assert float((fn(problem, S, np.array([0, 8]), 4) - want).abs().max()) <= tol * float(want.abs().max())
+            assert len(calls[key]) == n
     # gradient clipping takes the propagator's own steps
-    for compile in (False, True):
-        clipped = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=compile, clip_grad_norm=1.0, **kw)
-        assert clipped.lone_chain is None
+    clipped = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, clip_grad_norm=1.0, **kw)
+    assert clipped.lone_chain is None
 
 
 @pytest.mark.parametrize(
-    "name,hyper,batch",
-    [("sgd", {"weight_decay": 1e-2}, 16), ("nesterov", {"momentum": 0.9}, 16), ("adamw", {"weight_decay": 0.1}, None)],
+    "name,hyper,batch,schedule",
+    [("nesterov", {"momentum": 0.9, "weight_decay": 1e-2}, 16, None), ("adamw", {"weight_decay": 0.1}, None, 0.98)],
     ids=lambda v: str(v),
 )
-def test_compiled_fine_step_equals_the_separate_gradient_and_update(name, hyper, batch):
+def test_compiled_fine_step_equals_the_separate_gradient_and_update(name, hyper, batch, schedule):
     # compile=True: a fine step of 64 rows or more is one graph (the gradient and the update), the same
     # to rounding as the compiled gradient followed by the compiled update; fewer rows take those
     X, y = small_data()
-    for schedule in (None, [0.05 * 0.98**k for k in range(300)]):
-        kw = {"steps": 300, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper)}
-        p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, lr_schedule=schedule, **kw)
-        calls = []
-        step = p.compiled_step
-        p.compiled_step = lambda S, ks, out=None, step=step, calls=calls: calls.append(S.shape[0]) or step(S, ks, out)
-        g = torch.Generator().manual_seed(1)
-        S = p.ops.asarray(p.u0).repeat(200, 1)
-        S[:, : p.n_params] += 0.1 * torch.randn(200, p.n_params, generator=g, dtype=S.dtype)
-        ks = np.arange(200) + 50
-        fused = p.step_many(S, ks, 1)
-        out = torch.empty_like(S)
-        assert p.step_many(S, ks, 1, out=out) is out and torch.equal(out, fused)
-        few = p.step_many(S[:10], ks[:10], 1)
-        assert calls == [200, 200]  # 10 rows: the separate compiled calls
-        p.compiled_step = None
-        separate = p.step_many(S, ks, 1)
-        assert float((fused - separate).abs().max()) <= 1e-12 * float(separate.abs().max())
-        assert float((few - separate[:10]).abs().max()) <= 1e-12 * float(separate.abs().max())
+    rates = None if schedule is None else [0.05 * schedule**k for k in range(300)]
+    kw = {"steps": 300, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper), "coarse": "split"}
+    p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, lr_schedule=rates, **kw)
+    calls = []
+    step = p.compiled_step
+    p.compiled_step = lambda S, ks, out=None: calls.append(S.shape[0]) or step(S, ks, out)
+    g = torch.Generator().manual_seed(1)
+    S = p.ops.asarray(p.u0).repeat(200, 1)
+    S[:, : p.n_params] += 0.1 * torch.randn(200, p.n_params, generator=g, dtype=S.dtype)
+    ks = np.arange(200) + 50
+    fused = p.step_many(S, ks, 1)
+    out = torch.empty_like(S)
+    assert p.step_many(S, ks, 1, out=out) is out and torch.equal(out, fused)
+    few = p.step_many(S[:10], ks[:10], 1)
+    assert calls == [200, 200]  # 10 rows: the separate compiled calls
+    p.compiled_step = None
+    separate = p.step_many(S, ks, 1)
+    assert float((fused - separate).abs().max()) <= 1e-12 * float(separate.abs().max())
+    assert float((few - separate[:10]).abs().max()) <= 1e-12 * float(separate.abs().max())
 
 
-@pytest.mark.parametrize("batch", [16, None])
-def test_compiled_hessian_vectors_equal_eager(batch):
+def test_compiled_hessian_vectors_equal_eager():
     # compile=True compiles the curvature table's Hessian-vector products (when the problem is built)
     X, y = small_data()
-    kw = {"steps": 40, "batch_size": batch, "optimizer": make_optimizer("adam", 0.05), "coarse": "curvature"}
+    kw = {"steps": 40, "batch_size": 16, "optimizer": make_optimizer("adam", 0.05), "coarse": "curvature"}
     eager = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
     comp = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
     w = eager.model.w0 * 1.1
