@@ -1,21 +1,23 @@
-"""The coarsest level's lone sub-intervals through ``torch.compile`` (``compile=True``): one graph each.
+"""The coarsest level's lone sub-intervals in one function each, eager or compiled (``compile=True``).
 
 The coarsest level's solve, and the ``curvature`` table's coarse trajectory, are chains of lone
 sub-intervals: for ``lagged`` and ``curvature``, the r gradients of the sub-interval's batches at
 its start's weights, then the optimizer's r steps (``curvature``: each with the term ``H_r (w_j -
-w0)`` of :mod:`pintrain.training.curvature`).  Eager, that is a few dozen small operations, each
-dispatched on its own; for the digits MLP with Adam in float32 (one thread) a sub-interval of two
-steps took 920 us, more than two steps of the torch loop (410 us each), so the chain, N / 2
-sub-intervals an iteration, cost more than the serial loop every iteration.  Compiled as one graph
-(``fullgraph=True``: the gradients, the term and the updates, the batch gather included) it takes
-about 280 us (docs/performance.md).
+w0)`` of :mod:`pintrain.training.curvature`).  Through the propagator's own steps that is a few
+dozen small operations and the layers of calls between them; for the digits MLP with Adam in
+float32 (one thread) a sub-interval of two steps took 910-920 us, more than two steps of the torch
+loop (390-410 us each), so the chain, N / 2 sub-intervals an iteration, cost more than the serial
+loop every iteration.  Eager, :class:`LoneSubInterval` runs the same operations bit for bit with
+less between them (the module's weights set once for the r gradients, the r steps' coefficients
+taken at once): 706 us.  Compiled as one graph (``fullgraph=True``: the gradients, the term and
+the updates, the batch gather included): 320 us (docs/performance.md).
 
-The arithmetic is the library's own (the model's step loss, the optimizer's ``fine_apply``, the
-table's term), so the answer equals the eager chain's to rounding, not bit for bit, as everything
-``compile=True`` runs.  The lone path is a path, not a row count (a row stepped in a batch takes
-the batched gradients), so the coarsest chain is the same at any rank count.  One graph per
-sub-interval length r and per variant (with or without the term); the shapes are fixed, so it is
-compiled once.  Gradient clipping takes the eager chain.
+Compiled, the arithmetic is still the library's own (the model's step loss, the optimizer's
+``fine_apply``, the table's term), so the answer equals the eager chain's to rounding, not bit for
+bit, as everything ``compile=True`` runs.  The lone path is a path, not a row count (a row stepped
+in a batch takes the batched gradients).  One graph per sub-interval length r and per variant
+(with or without the term); the shapes are fixed, so it is compiled once.  Gradient clipping takes
+the propagator's own steps.
 """
 
 from __future__ import annotations

@@ -383,10 +383,8 @@ class TorchModel:
         set to the row (a module call, not ``functional_call``, whose per-call swapping of the
         parameters cost about 90 of 320 us for the digits MLP): the same operations, the same value."""
         module, params = self._lone_module(W[0])
-        with torch.enable_grad():
-            loss = self._loss_union_lone(None, *self._row_data(batches), forward=module)
-            grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
-        g = torch.cat([g.reshape(-1) for g in grads])[None]
+        xb, yb, r = self._row_data(batches)
+        g = self._module_gradient(module, params, xb, yb, r)[None]
         return g if batches.weight == 1.0 else batches.weight * g
 
     def lone_gradients(self, w: torch.Tensor, data: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -394,13 +392,16 @@ class TorchModel:
         ``data``, each as :meth:`_gradient_one_row` gives it for that batch (the same operations, the
         same values), with the module's weights set once for all of them."""
         module, params = self._lone_module(w)
-        out = []
+        return [self._module_gradient(module, params, xb, yb, 1) for xb, yb in data]
+
+    def _module_gradient(
+        self, module: nn.Module, params: list[nn.Parameter], xb: torch.Tensor, yb: torch.Tensor, r: int
+    ) -> torch.Tensor:
+        """The flat gradient of the r step losses on ``(xb, yb)`` with respect to ``module``'s ``params``."""
         with torch.enable_grad():
-            for xb, yb in data:
-                loss = self._loss_union_lone(None, xb, yb, 1, forward=module)
-                grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
-                out.append(torch.cat([g.reshape(-1) for g in grads]))
-        return out
+            loss = self._loss_union_lone(None, xb, yb, r, forward=module)
+            grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        return torch.cat([g.reshape(-1) for g in grads])
 
     def _lone_module(self, w: torch.Tensor) -> tuple[nn.Module, list[nn.Parameter]]:
         """The lone path's own copy of the stepped module (made on first use) with its trainable
@@ -457,24 +458,34 @@ class TorchModel:
                 "this module's batched gradient", err, " (on a CPU, torch.compile also needs a C++ compiler)"
             ) from None
 
-    def _gradient_compiled(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
-        rows = W.shape[0]
+    def compiled_chunks(self, rows: int, batches: Batches) -> list[tuple[int, int, Any]]:
+        """The calls a compiled batched function of ``rows`` rows over ``batches`` takes: ``(start,
+        n, pad)`` for rows ``start .. start + n``, at most ``COMPILED_ROWS`` (a power of two) a call,
+        and ``pad(x)``, the call's rows of ``x`` padded to the next power of two with copies of its
+        first row (finite weights, a real batch): a handful of shapes, each compiled once."""
         cap = min(COMPILED_ROWS, self._chunk_rows(batches))
         cap = 1 << (cap.bit_length() - 1)  # a power of two
-        out = torch.empty((rows, self.n_params), dtype=W.dtype, device=W.device)
+        calls = []
         for s in range(0, rows, cap):
-            w = W[s : s + cap]
-            n = w.shape[0]
+            n = min(cap, rows - s)
             size = 1 << (n - 1).bit_length()  # the bucket: the next power of two
-            if size > n:  # pad with copies of the first row (finite weights, a real batch)
-                w = torch.cat([w, w[:1].expand(size - n, -1)])
-            if batches.idx is None:
+
+            def pad(x: Any, s: int = s, n: int = n, size: int = size) -> Any:
+                part = x[s : s + n]
+                return part if size == n else torch.cat([part, part[:1].expand(size - n, *part.shape[1:])])
+
+            calls.append((s, n, pad))
+        return calls
+
+    def _gradient_compiled(self, W: torch.Tensor, batches: Batches) -> torch.Tensor:
+        out = torch.empty((W.shape[0], self.n_params), dtype=W.dtype, device=W.device)
+        ix_all = None if batches.idx is None else self.ops.index(batches.idx)
+        for s, n, pad in self.compiled_chunks(W.shape[0], batches):
+            w = pad(W)
+            if ix_all is None:
                 g = self._c_shared(w, self.X, self.y)
             else:
-                idx = batches.idx[s : s + n]
-                if size > n:
-                    idx = np.concatenate([idx, np.repeat(idx[:1], size - n, axis=0)])
-                ix = self.ops.index(idx)
+                ix = pad(ix_all)
                 xb, yb = self.X[ix], self.y[ix]
                 g = self._c_one(w, xb, yb) if batches.r == 1 else self._c_union(w, xb, yb, batches.r)
             out[s : s + n] = g[:n]

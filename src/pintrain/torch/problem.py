@@ -130,7 +130,7 @@ class TorchProblem(TrainingProblem):
             except Exception as err:
                 raise compile_failure(f"the {self.optimizer.name} update", err) from None
             if self.clip_grad_norm is None:  # the fine step of many rows: gradient and update in one graph
-                self.compiled_step, self.compiled_step_rows = CompiledStep(self), COMPILED_MIN_ROWS
+                self.compiled_step = CompiledStep(self)
                 try:
                     with self.ops.no_grad():
                         float(self.compiled_step(trial, ks).sum())

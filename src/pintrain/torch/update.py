@@ -22,7 +22,6 @@ import torch
 
 from ..arrays import ArrayOps
 from ..training.optimizers import SGD, Optimizer
-from .model import COMPILED_ROWS
 
 # fewer rows than this take the eager update: a lone row (the coarsest level's chain) or a handful
 # gain little from one fused kernel and would each cost a graph of their own (dynamo specialises 1 row)
@@ -67,12 +66,14 @@ class CompiledUpdate:
 
 
 class CompiledStep:
-    """The fine step of many rows (``compile=True``, at least :data:`COMPILED_MIN_ROWS` rows, no
-    clipping): the batched gradient and the optimizer's update in one graph per chunk of rows, so the
-    gradient is never written out and read back, in the compiled gradients' chunks (at most
-    ``COMPILED_ROWS`` rows, the last padded to a power of two with copies of its first row).  The
-    answer equals the compiled gradient and update's to rounding (digits MLP, Adam, float32, 4096
-    rows into the level's rows, one thread: 26 -> 21 us a row; docs/performance.md)."""
+    """The fine step of many rows (``compile=True``, at least ``min_rows`` rows, no clipping): the
+    batched gradient and the optimizer's update in one graph per call, so the gradient is never
+    written out and read back, in the compiled gradients' calls
+    (:meth:`~pintrain.torch.model.TorchModel.compiled_chunks`).  The answer equals the compiled
+    gradient and update's to rounding (digits MLP, Adam, float32, 4096 rows into the level's rows, one
+    thread: 29.1 -> 24.0 us a row; docs/performance.md)."""
+
+    min_rows = COMPILED_MIN_ROWS  # fewer take the compiled gradient and then the update
 
     def __init__(self, problem: Any) -> None:
         self.problem = problem
@@ -90,21 +91,10 @@ class CompiledStep:
     def __call__(self, S: torch.Tensor, ks: np.ndarray, out: Any = None) -> torch.Tensor:
         problem, model = self.problem, self.problem.model
         batches = problem.batches(ks, 1)
-        cap = min(COMPILED_ROWS, model._chunk_rows(batches))
-        cap = 1 << (cap.bit_length() - 1)  # a power of two
-        rows = S.shape[0]
         out = problem.ops.empty(S.shape, S) if out is None else out
         c_all = problem.optimizer.fine_coefficients(S, ks, problem.ops, problem.lrs)
         ix_all = None if batches.idx is None else problem.ops.index(batches.idx)
-        for s in range(0, rows, cap):
-            n = min(cap, rows - s)
-            size = 1 << (n - 1).bit_length()  # the bucket: the next power of two
-
-            def chunk(x: Any, s: int = s, n: int = n, size: int = size) -> Any:  # rows s..s+n, padded
-                part = x[s : s + n]
-                return part if size == n else torch.cat([part, part[:1].expand(size - n, *part.shape[1:])])
-
-            c = tuple(chunk(x) if isinstance(x, torch.Tensor) else x for x in c_all)
-            new = self._fn(chunk(S), None if ix_all is None else chunk(ix_all), model.X, model.y, c)
-            out[s : s + n] = new[:n]
+        for s, n, pad in model.compiled_chunks(S.shape[0], batches):
+            c = tuple(pad(x) if isinstance(x, torch.Tensor) else x for x in c_all)
+            out[s : s + n] = self._fn(pad(S), None if ix_all is None else pad(ix_all), model.X, model.y, c)[:n]
         return out

@@ -81,8 +81,7 @@ class TrainingProblem:
         self._lone = False  # inside step(): one row on its own (the coarsest level's sequential solve)
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
         self.lone_chain: Any = None  # the lone sub-interval in one function (the torch backend's)
-        self.compiled_step: Any = None  # the fine step of many rows in one graph (compile=True), from
-        self.compiled_step_rows = 0  # this many rows
+        self.compiled_step: Any = None  # the fine step of many rows in one graph (compile=True; no clipping)
         self._curvature: Any = None  # the curvature step's table, built on first use
         self.setup_s = 0.0  # seconds spent building it (a solve's time, wherever it was built)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
@@ -209,9 +208,8 @@ class TrainingProblem:
                 return new
             out[...] = new
             return out
-        if self.compiled_step is not None and self.clip_grad_norm is None and not (self._lone and S.shape[0] == 1):
-            if S.shape[0] >= self.compiled_step_rows:  # the gradient and the update in one graph
-                return self.compiled_step(S, ks, out)
+        if self.compiled_step is not None and S.shape[0] >= self.compiled_step.min_rows:  # gradient and update
+            return self.compiled_step(S, ks, out)
         W = S if S.shape[1] == self.n_params else S[:, : self.n_params]
         G = self._gradient(W, self.batches(ks, 1))
         if self.clip_grad_norm is not None:
@@ -276,9 +274,9 @@ class TrainingProblem:
     def lone_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None:
         """A ``lagged`` / ``curvature`` sub-interval of one row on the lone path in one function of
         the model backend's (:class:`pintrain.torch.chain.LoneSubInterval`: eager, the propagator's
-        own operations with less between them; ``compile=True``, one graph), or None: the
-        propagator's own steps."""
-        if self.lone_chain is None or not self._lone or S.shape[0] != 1 or self.clip_grad_norm is not None:
+        own operations with less between them; ``compile=True``, one graph; made only without
+        gradient clipping), or None: the propagator's own steps."""
+        if self.lone_chain is None or not self._lone or S.shape[0] != 1:  # (no chain is made with clipping)
             return None
         return self.lone_chain(S, ks, r, curved)
 

@@ -170,7 +170,8 @@ def lagged(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
 def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved: bool = False) -> Any:
     """The r optimizer steps from ``ks``, step j with the gradient of batch ``ks + j`` at the start's
     weights; ``curved``: plus the curvature term ``H_r (w_j - w_start)`` (the ``curvature`` step).
-    A lone row (the coarsest chain) takes the problem's compiled sub-interval where it has one."""
+    A lone row (the coarsest chain) takes the problem's own function for the sub-interval where it
+    has one (:meth:`~pintrain.training.TrainingProblem.lone_sub_interval`)."""
     fused = problem.lone_sub_interval(S, ks, r, curved)
     if fused is not None:
         return fused
