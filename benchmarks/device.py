@@ -29,6 +29,7 @@ from pintrain.bench import TimedProblem
 from pintrain.bench import best_of as best
 from pintrain.bench_torch import plain_loop as torch_loop
 from pintrain.mgrit import Hierarchy, SolverOptions, default_tol, solve
+from pintrain.torch import chain
 from pintrain.torch.digits import digits_problem
 
 
@@ -66,11 +67,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="batched gradients through torch.compile")
     ap.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --compile on a GPU: replay the coarsest chain's sub-interval as a CUDA graph (the default)",
+    )
+    ap.add_argument(
         "--shares", action="store_true", help="one more solve, timed by spacing: each level's calls, rows, seconds"
     )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    chain.CUDA_GRAPHS = args.cuda_graphs
     if args.costs:
         step_costs(args)
         return
@@ -122,6 +130,7 @@ def main() -> None:
                     "mgrit_s": mgrit_s,
                     "serial_over_mgrit": serial_s / mgrit_s,
                     "compile": args.compile,
+                    "cuda_graphs": bool(args.compile and args.cuda_graphs and p.device.type == "cuda"),
                     "iterations": res.iterations,
                     "converged": res.converged,
                     "max_abs_diff": float(np.abs(res.states - ref).max()),
@@ -182,7 +191,7 @@ def command(args: argparse.Namespace) -> str:
     for k, v in vars(args).items():
         flag = "--" + k.replace("_", "-")
         if isinstance(v, bool):
-            words += [flag] if v else ([f"--no-{k.replace('_', '-')}"] if k == "nested" else [])
+            words += [flag] if v else ([f"--no-{k.replace('_', '-')}"] if k in ("nested", "cuda_graphs") else [])
         elif v is not None:
             words += [flag, str(v)]
     return " ".join(words)

@@ -72,6 +72,16 @@ def test_the_solver_keeps_torch_levels():
     assert s.ops is p.ops
 
 
+def test_cuda_graphs_only_on_a_gpu_and_only_compiled():
+    # the coarsest chain's sub-interval is replayed as a CUDA graph only when compiled on a CUDA device
+    from pintrain.torch.chain import LoneSubInterval
+
+    p = problem()  # on the CPU
+    assert not p.lone_chain.graphs and not LoneSubInterval(p, compiled=True).graphs
+    with pytest.raises(ValueError, match="needs compiled=True"):
+        LoneSubInterval(p, graphs=True)
+
+
 def test_unknown_or_absent_devices_are_refused():
     X, y = data()
     with pytest.raises(OptionError, match="device"):
@@ -155,3 +165,27 @@ def test_cuda_compiled_update_equals_the_eager_update(optimizer):
         (c.frozen(S, G, ks, 2, None), opt.frozen(S, G, ks, 2, ops)),
     ):
         assert got.device.type == "cuda" and float((got - want).abs().max()) <= 1e-14 * float(want.abs().max())
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_graph_chain_equals_the_eager_chain():
+    # compile=True on a GPU replays the coarsest chain's graphs as CUDA graphs: a chain of coarse steps
+    # (each from the last one's state, lagged and curved, whole chunks and single sub-intervals) gives
+    # the eager chain's states to rounding, and a result kept across later replays is not overwritten
+    from pintrain.torch.chain import LoneSubInterval
+
+    X, y = data()
+    kw = {"steps": 64, "batch_size": 16, "optimizer": make_optimizer("adam", 0.01), "seed": 2, "device": "cuda"}
+    p = TorchProblem(net(), nn.CrossEntropyLoss(), X, y, coarse="curvature", compile=True, **kw)
+    assert p.lone_chain.compiled and p.lone_chain.graphs
+    p.prepare()
+    eager = LoneSubInterval(p)
+    S0 = p.ops.asarray(p.u0[None])
+    for curved in (False, True):
+        S, E, kept = S0, S0, []
+        for k, m in ((0, 16), (16, 2), (18, 1), (19, 8), (27, 5), (32, 2)):  # chunks of 4 sub-intervals, and fewer
+            S, E = p.lone_chain(S, np.array([k]), m, curved), eager(E, np.array([k]), m, curved)
+            kept.append((S, S.clone(), E))
+        for got, copy, want in kept:
+            assert got.device.type == "cuda" and torch.equal(got, copy)  # not overwritten by later replays
+            assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())

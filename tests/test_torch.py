@@ -277,9 +277,9 @@ def test_compiled_momentum_with_a_schedule_gives_the_loop_s_weights():
     ids=lambda v: str(v),
 )
 def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, batch, compiled):
-    # a lone row's lagged / curvature sub-interval (the coarsest chain's unit) in one function: eager, the
-    # propagator's own steps bit for bit; compile=True, one graph, the same to rounding; with or without a
-    # schedule; a batch of rows takes the propagator's own steps
+    # a lone row's lagged / curvature coarse step (the coarsest chain's unit) by the chain's function: eager,
+    # the propagator's own steps bit for bit; compile=True, a graph for up to 8 sub-intervals, the same to
+    # rounding; with or without a schedule; a batch of rows takes the propagator's own steps
     from pintrain.training.propagators import COARSE_PROPAGATORS
 
     X, y = small_data()
@@ -301,11 +301,13 @@ def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, ba
         fn = COARSE_PROPAGATORS[coarse].fn
         for key, problem in problems.items():
             tol = 0.0 if key == "eager" else 1e-12  # eager: bit for bit
-            for k, m in ((0, 8), (9, 2), (30, 5), (38, 2)):  # m = 5: sub-intervals of 2, 1 and 2 steps
+            # m = 5: sub-intervals of 2, 1 and 2 steps; m = 24: 12 of 2 (compiled: three chunks of 4), over
+            # four table entries
+            for k, m in ((0, 8), (9, 2), (30, 5), (38, 2), (4, 24)):
                 want = steps.step(u, k, m)
                 assert float((problem.step(u, k, m) - want).abs().max()) <= tol * float(want.abs().max())
             n = len(calls[key])
-            assert sorted(set(calls[key])) == [1, 2]
+            assert sorted(set(calls[key])) == [2, 5, 8, 24]
             want = fn(steps, S, np.array([0, 8]), 4)
             assert float((fn(problem, S, np.array([0, 8]), 4) - want).abs().max()) <= tol * float(want.abs().max())
             assert len(calls[key]) == n

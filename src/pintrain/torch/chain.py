@@ -1,4 +1,4 @@
-"""The coarsest level's lone sub-intervals in one function each, eager or compiled (``compile=True``).
+"""The coarsest level's lone coarse steps in one function, eager or compiled (``compile=True``).
 
 The coarsest level's solve, and the ``curvature`` table's coarse trajectory, are chains of lone
 sub-intervals: for ``lagged`` and ``curvature``, the r gradients of the sub-interval's batches at
@@ -7,17 +7,22 @@ w0)`` of :mod:`pintrain.training.curvature`).  Through the propagator's own step
 dozen small operations and the layers of calls between them; for the digits MLP with Adam in
 float32 (one thread) a sub-interval of two steps took 910-920 us, more than two steps of the torch
 loop (390-410 us each), so the chain, N / 2 sub-intervals an iteration, cost more than the serial
-loop every iteration.  Eager, :class:`LoneSubInterval` runs the same operations bit for bit with
-less between them (the module's weights set once for the r gradients, the r steps' coefficients
-taken at once): 706 us.  Compiled as one graph (``fullgraph=True``: the gradients, the term and
-the updates, the batch gather included): 320 us (docs/performance.md).
+loop every iteration.  :class:`LoneSubInterval` takes a whole coarse step (the propagators ask
+``problem.lone_steps`` first).  Eager, it runs the same operations bit for bit with less between
+them (the module's weights set once for the r gradients, the steps' batch indices and coefficients
+read from tables made once on the device): about 700 us a sub-interval.  Compiled, up to ``CHUNK``
+sub-intervals are one graph (``fullgraph=True``: the gradients, the terms and the updates, the
+batch gather included): 130-140 us a sub-interval (docs/performance.md).  On a CUDA device the
+compiled graph is replayed as a CUDA graph (``mode="reduce-overhead"``), one launch instead of a
+launch per kernel: on an H200, 245 us a sub-interval against 710 compiled without and 2230 eager,
+where a step of the torch loop took 1200.
 
 Compiled, the arithmetic is still the library's own (the model's step loss, the optimizer's
 ``fine_apply``, the table's term), so the answer equals the eager chain's to rounding, not bit for
 bit, as everything ``compile=True`` runs.  The lone path is a path, not a row count (a row stepped
-in a batch takes the batched gradients).  One graph per sub-interval length r and per variant
-(with or without the term); the shapes are fixed, so it is compiled once.  Gradient clipping takes
-the propagator's own steps.
+in a batch takes the batched gradients).  One graph per chunk of sub-interval lengths and per
+variant (with or without the term); the shapes are fixed, so each is compiled once.  Gradient
+clipping takes the propagator's own steps.
 """
 
 from __future__ import annotations
@@ -28,7 +33,20 @@ import numpy as np
 import torch
 from torch.func import grad
 
+from ..training.propagators import _lengths
 from ..training.schedule import check_steps
+
+CUDA_GRAPHS = True
+"""Whether a compiled sub-interval on a CUDA device is replayed as a CUDA graph by default
+(``torch.compile``'s ``mode="reduce-overhead"``); ``benchmarks/device.py --no-cuda-graphs`` turns it off."""
+
+
+CHUNK = 4
+"""Sub-intervals a compiled call takes at most (a graph for each chunk of lengths met).  A chunk
+cuts the calls' own cost (the guards and the call, about 140 us of a compiled sub-interval on this
+CPU): the digits MLP with Adam in float32, coarse steps of 16, 266 us a sub-interval at one a call,
+188 at 2, 139 at 4, 129 at 8; compiling grows with the chunk (a cold ``compile=True`` problem 46 s
+at one, 70 s at 4, 108 s at 8), so 4."""
 
 
 class LoneSubInterval:
@@ -36,9 +54,22 @@ class LoneSubInterval:
     eager (``compiled=False``), the same operations as the propagator's steps, bit for bit, with the
     r gradients from one setting of the lone module's weights; compiled, one graph."""
 
-    def __init__(self, problem: Any, compiled: bool = False) -> None:
+    def __init__(self, problem: Any, compiled: bool = False, graphs: bool | None = None) -> None:
         self.problem, self.compiled = problem, compiled
-        self._fn = torch.compile(self._sub_interval, dynamic=False, fullgraph=True) if compiled else self._sub_interval
+        # on a GPU the compiled sub-interval is replayed as a CUDA graph (one launch for its kernels)
+        if graphs is None:
+            graphs = CUDA_GRAPHS and compiled and problem.device.type == "cuda"
+        self.graphs = graphs
+        if self.graphs and not compiled:
+            raise ValueError("CUDA graphs replay the compiled sub-interval: graphs=True needs compiled=True")
+        self._fn: Any = self._sub_interval
+        if compiled:
+            mode = "reduce-overhead" if self.graphs else None
+            self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode=mode)
+        self.chunk = CHUNK  # sub-intervals a compiled call takes at most
+        self._steps: tuple[torch.Tensor | None, tuple[Any, ...]] | None = None
+        self._table: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._entry_of: tuple[int, torch.Tensor] | None = None
 
     def _gradients(
         self, w0: torch.Tensor, r: int, ix: torch.Tensor | None, X: torch.Tensor, y: torch.Tensor
@@ -74,31 +105,123 @@ class LoneSubInterval:
             S = optimizer.fine_apply(S, g[None], c, problem.ops)
         return S
 
-    def __call__(self, S: torch.Tensor, ks: np.ndarray, r: int, curved: bool) -> torch.Tensor:
-        """The r steps from ``ks`` (one step index) of the one row ``S``."""
+    def _chunk(
+        self,
+        u: torch.Tensor,
+        lengths: tuple[int, ...],
+        ix: torch.Tensor | None,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        coefficients: tuple[Any, ...],
+        Bt: torch.Tensor | None,
+        s: torch.Tensor | None,
+        entries: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Sub-intervals of ``lengths`` one after the other (the compiled path's unit): ``ix`` and
+        the coefficient columns cover all their steps, ``entries`` holds each sub-interval's entry of
+        the stacked table ``Bt`` / ``s`` (None: no term)."""
+        if Bt is not None and s is not None and entries is not None:
+            Bt, s = Bt.index_select(0, entries), s.index_select(0, entries)
+        S, off = u[None], 0
+        for i, r in enumerate(lengths):
+            c = tuple(x[off : off + r] if isinstance(x, torch.Tensor) else x for x in coefficients)
+            sub = None if ix is None else ix[off : off + r]
+            term = (None, None) if Bt is None or s is None else (Bt[i], s[i])
+            S = self._sub_interval(S[0], r, sub, X, y, c, *term)
+            off += r
+        return S
+
+    def __call__(self, S: torch.Tensor, ks: np.ndarray, m: int, curved: bool) -> torch.Tensor:
+        """The m steps from ``ks`` (one step index) of the one row ``S``: sub-intervals of
+        ``_lengths(m, max_ratio)``, as ``sub_intervals`` takes them.  Eager, one call a sub-interval;
+        compiled, up to ``CHUNK`` equal sub-intervals a call (a coarse step of 16 steps, 8
+        sub-intervals of 2, is two calls of one graph)."""
         k = int(np.asarray(ks).reshape(-1)[0])
-        check_steps(np.array([k]), r, self.problem.n_steps)
-        return self._call(S, k, r, self._term(curved, k))
-
-    def trial(self, S: torch.Tensor, r: int, curved: bool) -> None:
-        """One sub-interval of r steps from step 0, without the term and (``curved``) with a zero one:
-        compiles the graphs before a solve needs them, without building the table."""
-        float(self._call(S, 0, r, (None, None)).sum())  # ``curvature``'s table is built with ``lagged`` steps
-        if curved:
-            rank = self.problem._curvature_shape()[0]
-            float(self._call(S, 0, r, (S.new_zeros((rank, self.problem.n_params)), S.new_zeros((rank,)))).sum())
-
-    def _call(self, S: torch.Tensor, k: int, r: int, term: tuple[Any, Any]) -> torch.Tensor:
         problem = self.problem
-        steps = k + np.arange(r)
-        ix = None if problem.schedule.full_batch else problem.ops.index(problem.table[steps])
-        coefficients = problem.optimizer.fine_coefficients(S.expand(r, -1), steps, problem.ops, problem.lrs)
-        with torch.no_grad():  # one grad mode for every call (a guard of the graph); grad() ignores it
-            return self._fn(S[0], r, ix, problem.model.X, problem.model.y, coefficients, *term)
+        check_steps(np.array([k]), m, problem.n_steps)
+        lengths = _lengths(m, problem.max_ratio)
+        if self.compiled and len(set(lengths)) == 1:
+            n = len(lengths)
+            chunks = [lengths[i : i + self.chunk] for i in range(0, n, self.chunk)]
+        else:
+            chunks = [(r,) for r in lengths]
+        for chunk in chunks:
+            S = self._call(S, k, chunk, curved)
+            k += sum(chunk)
+        return S
 
-    def _term(self, curved: bool, k: int) -> tuple[Any, Any]:
-        if not curved:
-            return None, None
-        table = self.problem._curvature_table()
-        b = k // table.block
-        return table.Bt[b], table.s[b]
+    def trial(self, S: torch.Tensor, m: int, curved: bool) -> None:
+        """The m steps from step 0 without the term and (``curved``) with a zero table: compiles
+        their graphs before a solve needs them, without building the table."""
+        float(self(S, np.array([0]), m, False).sum())  # ``curvature``'s table is built with ``lagged`` steps
+        if curved:
+            rank, block = self.problem._curvature_shape()
+            entries = -(-self.problem.n_steps // block)
+            zeros = (S.new_zeros((entries, rank, self.problem.n_params)), S.new_zeros((entries, rank)))
+            float(self._run(S, m, zeros, block).sum())
+
+    def _run(self, S: torch.Tensor, m: int, table: tuple[torch.Tensor, torch.Tensor], block: int) -> torch.Tensor:
+        """The m steps from step 0 with the term of ``table`` in place of the problem's."""
+        saved, self._table = self._table, (*table, block)
+        try:
+            self._mark_static(table)
+            return self(S, np.array([0]), m, True)
+        finally:
+            self._table = saved
+
+    def _mark_static(self, tensors: Any) -> None:
+        """With CUDA graphs: ``tensors`` keep their addresses, so a replay reads them where they are
+        (no copy into the graph)."""
+        if self.graphs:
+            for t in tensors:
+                if isinstance(t, torch.Tensor):
+                    torch._dynamo.mark_static_address(t, guard=False)
+
+    def _call(self, S: torch.Tensor, k: int, lengths: tuple[int, ...], curved: bool) -> torch.Tensor:
+        problem = self.problem
+        table, columns = self._step_tables(S)
+        m = sum(lengths)
+        ix = None if table is None else table[k : k + m]
+        coefficients = tuple(c[k : k + m] if isinstance(c, torch.Tensor) else c for c in columns)
+        Bt, s, block = self._term_table() if curved else (None, None, 1)
+        args = (problem.model.X, problem.model.y, coefficients)
+        with torch.no_grad():  # one grad mode for every call (a guard of the graph); grad() ignores it
+            if not self.compiled:  # eager: one sub-interval, the table entry's views
+                b = k // block
+                term = (None, None) if Bt is None or s is None else (Bt[b], s[b])
+                return self._sub_interval(S[0], lengths[0], ix, *args, *term)
+            entries = None
+            if Bt is not None:
+                starts = k + np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
+                entries = self._entries(block, starts)
+            out = self._fn(S[0], lengths, ix, *args, Bt, s, entries)
+        return out.clone() if self.graphs else out  # a graph's output is overwritten by its next replay
+
+    def _term_table(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The stacked curvature table ``(Bt, s, block)`` (built on first use)."""
+        if self._table is None:
+            table = self.problem._curvature_table()
+            self._table = (table._Bt, table._s, table.block)
+            self._mark_static(self._table[:2])
+        return self._table
+
+    def _entries(self, block: int, starts: np.ndarray) -> torch.Tensor:
+        """The table entries of the sub-intervals starting at ``starts`` (equally spaced), as a view
+        of a device table of every step's entry (no copy from the host a call)."""
+        if self._entry_of is None or self._entry_of[0] != block:
+            self._entry_of = (block, self.problem.ops.index(np.arange(self.problem.n_steps) // block))
+        step = int(starts[1] - starts[0]) if starts.size > 1 else 1
+        return self._entry_of[1][int(starts[0]) : int(starts[-1]) + 1 : step]
+
+    def _step_tables(self, S: torch.Tensor) -> tuple[torch.Tensor | None, tuple[Any, ...]]:
+        """Every step's batch indices and optimizer coefficients (the same per-row values as the
+        propagator's), on the problem's device once: a sub-interval takes views of them, with no
+        copies from the host between the graphs of a chain."""
+        if self._steps is None:
+            problem = self.problem
+            steps = np.arange(problem.n_steps)
+            table = None if problem.schedule.full_batch else problem.ops.index(problem.table)
+            columns = problem.optimizer.fine_coefficients(S.expand(steps.size, -1), steps, problem.ops, problem.lrs)
+            self._mark_static((problem.model.X, problem.model.y, table, *columns))
+            self._steps = table, columns
+        return self._steps

@@ -22,7 +22,7 @@ from ..errors import OptionError, check_int
 from ..training.optimizers import Optimizer
 from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
-from .chain import LoneSubInterval
+from .chain import CHUNK, LoneSubInterval
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, compile_failure, lr_table
 from .update import COMPILED_MIN_ROWS, CompiledStep, CompiledUpdate
 
@@ -141,18 +141,18 @@ class TorchProblem(TrainingProblem):
                 self._trial_lone_chain()
 
     def _trial_lone_chain(self) -> None:
-        """Compile the coarsest chain's sub-interval now (a sub-interval of ``max_ratio`` steps from
-        u0, with a zero curvature term for ``curvature``), and the curvature table's Hessian-vector
+        """Compile the coarsest chain's unit now (``CHUNK`` sub-intervals of ``max_ratio`` steps from
+        u0, with a zero curvature table for ``curvature``), and the curvature table's Hessian-vector
         products: refuse what cannot be compiled here, not in the middle of a solve, and compile
         before a solve is timed."""
         assert self.lone_chain is not None
-        r = min(self.max_ratio, self.n_steps)
         S = self.ops.asarray(self.u0[None])
-        try:
-            self.lone_chain.trial(S, r, self.coarse == "curvature")
+        try:  # a whole chunk of sub-intervals (what a coarsest level's step of 16 or more steps takes)
+            self.lone_chain.trial(S, min(CHUNK * self.max_ratio, self.n_steps), self.coarse == "curvature")
         except Exception as err:
             raise compile_failure(f"the {self.coarse} coarse step of one row", err) from None
         if self.coarse == "curvature":  # the table's products: one step's loss over the block's first r batches
+            r = min(self.max_ratio, self.n_steps)
             V = S.new_zeros((self._curvature_shape()[0], self.n_params))
             try:
                 float(self.model.hessian_vectors(S[0, : self.n_params], self.batches(np.array([0]), r), V).sum())

@@ -81,7 +81,7 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
     """The table of ``problem`` (a :class:`~pintrain.training.TrainingProblem` whose model gives
     Hessian-vector products, :class:`~pintrain.training.model.HasHessian`): the coarse trajectory,
     then one entry per block (the small rank x P algebra in numpy float64)."""
-    from .propagators import lagged_steps, sub_intervals
+    from .propagators import lagged
 
     ops, model, P = problem.ops, problem.model, problem.n_params
     n, r = problem.n_steps, problem.max_ratio
@@ -103,7 +103,7 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
         Bs.append(Bt)
         ss.append(ev)
         if k + block < n:  # on along the coarse trajectory
-            S = sub_intervals(lagged_steps, problem, S, np.array([k]), block)
+            S = lagged(problem, S, np.array([k]), block)
     return CurvatureTable(Bs, ss, block, ops)
 
 

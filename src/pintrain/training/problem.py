@@ -271,14 +271,14 @@ class TrainingProblem:
             return table.term_lone(dW, int(np.asarray(ks).reshape(-1)[0]))[None]
         return table.term(dW, ks)
 
-    def lone_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None:
-        """A ``lagged`` / ``curvature`` sub-interval of one row on the lone path in one function of
-        the model backend's (:class:`pintrain.torch.chain.LoneSubInterval`: eager, the propagator's
-        own operations with less between them; ``compile=True``, one graph; made only without
-        gradient clipping), or None: the propagator's own steps."""
+    def lone_steps(self, S: Any, ks: np.ndarray, m: int, curved: bool) -> Any | None:
+        """A ``lagged`` / ``curvature`` coarse step of m steps of one row on the lone path, by the
+        model backend's own function (:class:`pintrain.torch.chain.LoneSubInterval`: eager, the
+        propagator's own operations with less between them; ``compile=True``, a graph for up to 8
+        sub-intervals; made only without gradient clipping), or None: the propagator's own steps."""
         if self.lone_chain is None or not self._lone or S.shape[0] != 1:  # (no chain is made with clipping)
             return None
-        return self.lone_chain(S, ks, r, curved)
+        return self.lone_chain(S, ks, m, curved)
 
     def clip(self, G: Any) -> Any:
         """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by

@@ -132,7 +132,7 @@ class CoarseContext(Protocol):
 
     def curvature_term(self, dW: Any, ks: np.ndarray) -> Any: ...
 
-    def lone_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None: ...
+    def lone_steps(self, S: Any, ks: np.ndarray, m: int, curved: bool) -> Any | None: ...
 
 
 def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
@@ -164,17 +164,16 @@ def split(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
 
 
 def lagged(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
-    return sub_intervals(lagged_steps, problem, S, ks, m)
+    fused = problem.lone_steps(S, ks, m, False)  # a lone row (the coarsest chain): the problem's own function
+    return sub_intervals(lagged_steps, problem, S, ks, m) if fused is None else fused
 
 
 def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved: bool = False) -> Any:
     """The r optimizer steps from ``ks``, step j with the gradient of batch ``ks + j`` at the start's
     weights; ``curved``: plus the curvature term ``H_r (w_j - w_start)`` (the ``curvature`` step).
-    A lone row (the coarsest chain) takes the problem's own function for the sub-interval where it
-    has one (:meth:`~pintrain.training.TrainingProblem.lone_sub_interval`)."""
-    fused = problem.lone_sub_interval(S, ks, r, curved)
-    if fused is not None:
-        return fused
+    A lone row (the coarsest chain) takes the problem's own function for the whole coarse step
+    where it has one (:meth:`~pintrain.training.TrainingProblem.lone_steps`, asked by ``lagged``
+    and ``curvature``)."""
     W = S[:, : problem.n_params]
     G = problem.gradient_steps(W, ks, r)
     W0 = W * 1 if curved else None  # a copy: S's rows may be updated in place
@@ -187,7 +186,8 @@ def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved:
 
 
 def curvature(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
-    return sub_intervals(curved_steps, problem, S, ks, m)
+    fused = problem.lone_steps(S, ks, m, True)
+    return sub_intervals(curved_steps, problem, S, ks, m) if fused is None else fused
 
 
 def curved_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int) -> Any:
