@@ -1,4 +1,4 @@
-"""Cost of one sub-interval of the coarsest chain against one step of the torch.optim loop.
+"""Cost of the coarsest chain, a sub-interval at a time, against one step of the torch.optim loop.
 
     python benchmarks/chain_cost.py --device cuda --out results/device/chain_cost_h200.json
     python benchmarks/chain_cost.py --device cpu                     # here: one thread
@@ -6,10 +6,11 @@
 The coarsest level's exact solve is a chain of N / r sequential sub-intervals of r = ``max_ratio``
 steps (``curvature``, the default coarse step for Adam and momentum: r gradients at the start, the
 curvature term, r optimizer steps), so serial / MGRIT <= r c_loop / (c_chain I) at I iterations
-(docs/performance.md).  This times c_chain, a chain of ``--calls`` sub-intervals of one row, each
-starting from the last one's state (one synchronisation at the end), for the lone sub-interval
-eager, compiled (``compile=True``'s graph), and on a GPU compiled and replayed as a CUDA graph
-(``torch.compile``'s ``mode="reduce-overhead"``, what ``compile=True`` runs there), beside c_loop,
+(docs/performance.md).  This times c_chain, a chain of ``--calls`` coarse steps of ``--m`` steps of
+one row, each starting from the last one's state (one synchronisation at the end), for the lone
+chain eager, compiled one sub-interval a call and a chunk of them a call (``compile=True``'s
+graphs), and on a GPU the same replayed as CUDA graphs (``torch.compile``'s
+``mode="reduce-overhead"``, what ``compile=True`` runs there), beside c_loop,
 a step of the plain loop on the same device (the digits MLP, batch 32; best of ``--repeat``).
 Each variant's final state is compared with the eager chain's (max abs difference, relative).
 Threads: ``--threads`` (default 1) for every variant alike.
@@ -59,7 +60,7 @@ def main() -> None:
     ap.add_argument("--max-ratio", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--variants", default="all", help="comma-separated names of the table's rows, or all")
+    ap.add_argument("--variants", default="all", help="names of the table's rows separated by ';', or all")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,7 +85,7 @@ def main() -> None:
         variants["compiled, CUDA graph, a sub-interval a call"].chunk = 1
         variants["compiled, CUDA graph"] = LoneSubInterval(p, compiled=True, graphs=True)
     if args.variants != "all":
-        keep = {v.strip() for v in args.variants.split(",")} | {"eager"}  # eager: the reference
+        keep = {v.strip() for v in args.variants.split(";")} | {"eager"}  # eager: the reference (names hold commas)
         variants = {name: unit for name, unit in variants.items() if name in keep}
     S0 = p.ops.asarray(np.asarray(p.initial())[None])
     r, rows, ref = args.max_ratio, [], None

@@ -136,8 +136,9 @@ def fit(
     (on a CPU it needs a C++ compiler): each row count it meets (rounded up to a power of two, at
     most 128 rows a call) costs seconds to compile once, after which a batched gradient costs about
     half and a lone row's a quarter of the eager one, and Adam's update is one fused kernel; with
-    ``coarse`` "curvature" or "lagged" the coarsest level's chain is compiled too, a sub-interval as
-    one graph (about a third of the eager one's time; digits MLP, one thread); it pays on long runs.
+    ``coarse`` "curvature" or "lagged" the coarsest level's chain is compiled too, up to 4
+    sub-intervals a graph (about a fifth of the eager one's time; digits MLP, one thread), replayed
+    as CUDA graphs on a CUDA device; it pays on long runs.
     The answer is the same to rounding, not bit for bit (compiled kernels round differently from eager ones).
     The module given is not changed: ``FitResult.model`` is a trained copy.  An MGRIT solve that
     stops above ``tol`` raises :class:`~pintrain.errors.NotConvergedError` (its ``result`` is the
