@@ -37,7 +37,7 @@ from ..training.propagators import _lengths
 from ..training.schedule import check_steps
 
 CUDA_GRAPHS = True
-"""Whether a compiled sub-interval on a CUDA device is replayed as a CUDA graph by default
+"""Whether the compiled chain on a CUDA device is replayed as CUDA graphs by default
 (``torch.compile``'s ``mode="reduce-overhead"``); ``benchmarks/device.py --no-cuda-graphs`` turns it off."""
 
 
@@ -50,22 +50,22 @@ at one, 70 s at 4, 108 s at 8), so 4."""
 
 
 class LoneSubInterval:
-    """``lagged_steps`` / ``curved_steps`` of one row (a (1, state size) tensor) in one function:
-    eager (``compiled=False``), the same operations as the propagator's steps, bit for bit, with the
-    r gradients from one setting of the lone module's weights; compiled, one graph."""
+    """``lagged`` / ``curvature`` coarse steps of one row (a (1, state size) tensor): eager
+    (``compiled=False``), a sub-interval at a time, the same operations as the propagator's steps,
+    bit for bit, with the r gradients from one setting of the lone module's weights; compiled,
+    chunks of up to ``chunk`` sub-intervals as one graph each (``graphs``: replayed as CUDA graphs,
+    by default on a CUDA device)."""
 
     def __init__(self, problem: Any, compiled: bool = False, graphs: bool | None = None) -> None:
         self.problem, self.compiled = problem, compiled
-        # on a GPU the compiled sub-interval is replayed as a CUDA graph (one launch for its kernels)
+        # on a GPU the compiled chunks are replayed as CUDA graphs (one launch for a chunk's kernels)
         if graphs is None:
             graphs = CUDA_GRAPHS and compiled and problem.device.type == "cuda"
         self.graphs = graphs
         if self.graphs and not compiled:
             raise ValueError("CUDA graphs replay the compiled sub-interval: graphs=True needs compiled=True")
-        self._fn: Any = self._sub_interval
-        if compiled:
-            mode = "reduce-overhead" if self.graphs else None
-            self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode=mode)
+        mode = "reduce-overhead" if self.graphs else None
+        self._fn: Any = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode=mode) if compiled else None
         self.chunk = CHUNK  # sub-intervals a compiled call takes at most
         self._steps: tuple[torch.Tensor | None, tuple[Any, ...]] | None = None
         self._table: tuple[torch.Tensor, torch.Tensor, int] | None = None
