@@ -274,7 +274,7 @@ class TrainingProblem:
     def lone_steps(self, S: Any, ks: np.ndarray, m: int, curved: bool) -> Any | None:
         """A ``lagged`` / ``curvature`` coarse step of m steps of one row on the lone path, by the
         model backend's own function (:class:`pintrain.torch.chain.LoneSubInterval`: eager, the
-        propagator's own operations with less between them; ``compile=True``, a graph for up to 8
+        propagator's own operations with less between them; ``compile=True``, a graph for up to 4
         sub-intervals; made only without gradient clipping), or None: the propagator's own steps."""
         if self.lone_chain is None or not self._lone or S.shape[0] != 1:  # (no chain is made with clipping)
             return None
