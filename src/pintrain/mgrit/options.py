@@ -21,9 +21,10 @@ DEFAULT_TOL = 1e-9
 # the round-off floor of the l2 residual in float32, in units of eps sqrt(n_C) (benchmarks/float32_floor.py):
 # 0.87-3.4 on 5 cases at N = 1024 and 4096, but 28 for the digits MLP with Adam at N = 16384 (the trajectory
 # amplifies round-off more over longer runs); a default tolerance of this many units sits above all of them.
-# Measured with cfactor 4; a C-point's share of the floor grows as the square root of its interval (the same
-# run, N = 16384, 2 levels: the residual stalled at 2.5e-4 with cfactor 32, 92 units, about 3.3 times the
-# cfactor-4 floor per C-point), so default_tol scales the margin by sqrt(cfactor / 4) above cfactor 4
+# Measured with cfactor 4. A C-point's residual spans its interval's round-off: with 2 levels at N = 16384
+# (digits MLP, Adam, nested) the floor was 8.8e-5 (11.6 units) at cfactor 4 and 2.0e-4 (76 units) at cfactor
+# 32, so default_tol scales the margin by sqrt(cfactor / 4) above cfactor 4 (cfactor 32: 27 scaled units, the
+# margin 3.7 times above it, where unscaled it was 1.3; record benchmarks/results/float32_floor_cfactor.json)
 FLOOR_MARGIN = 100.0
 FLOOR_CFACTOR = 4
 
@@ -157,9 +158,10 @@ def default_tol(dtype: Any, n_steps: int, options: SolverOptions) -> float:
     (100) eps sqrt(n_C), to two digits: 1.9e-4 at N = 1024, 3.8e-4 at 4096, 7.6e-4 at 16384 with
     cfactor 4 (the weights then differ from the serial loop's by 2e-6 to 6e-5 relative, digits MLP,
     SGD and Adam).  A first cfactor c above 4 scales that by sqrt(c / 4): each C-point's residual
-    spans c steps of round-off (with 2 levels and cfactor 32 at N = 16384 the unscaled 2.7e-4 sat on
-    the floor, 2.5e-4, and took 4 iterations where cfactor 16 took 2), so the tolerance is the
-    same for any first cfactor of 4 or more.  Float64 keeps 1e-9 (its floor, about 1e-13, is far below)."""
+    spans c steps of round-off (with 2 levels and cfactor 32 at N = 16384 the unscaled 2.7e-4 lay
+    1.3 times above the floor, 2.0e-4, and the solve took 4 iterations where 2 reach the same
+    weights), so the tolerance is the same for any first cfactor of 4 or more.  Float64 keeps 1e-9
+    (its floor, about 1e-13, is far below)."""
     interval = math.sqrt(max(1.0, options.cfactor_at(0) / FLOOR_CFACTOR))
     return max(DEFAULT_TOL, float(f"{FLOOR_MARGIN * interval * roundoff_scale(dtype, n_steps, options):.2g}"))
 
