@@ -278,7 +278,7 @@ def test_compiled_momentum_with_a_schedule_gives_the_loop_s_weights():
 )
 def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, batch, compiled):
     # a lone row's lagged / curvature coarse step (the coarsest chain's unit) by the chain's function: eager,
-    # the propagator's own steps bit for bit; compile=True, a graph for up to 8 sub-intervals, the same to
+    # the propagator's own steps bit for bit; compile=True, a graph for up to 4 sub-intervals, the same to
     # rounding; with or without a schedule; a batch of rows takes the propagator's own steps
     from pintrain.training.propagators import COARSE_PROPAGATORS
 

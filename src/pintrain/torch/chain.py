@@ -65,7 +65,9 @@ class LoneSubInterval:
         if self.graphs and not compiled:
             raise ValueError("CUDA graphs replay the compiled sub-interval: graphs=True needs compiled=True")
         mode = "reduce-overhead" if self.graphs else None
-        self._fn: Any = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode=mode) if compiled else None
+        self._fn: Any = (
+            torch.compile(self._chunk, dynamic=False, fullgraph=True, mode=mode) if compiled else self._chunk
+        )
         self.chunk = CHUNK  # sub-intervals a compiled call takes at most
         self._steps: tuple[torch.Tensor | None, tuple[Any, ...]] | None = None
         self._table: tuple[torch.Tensor, torch.Tensor, int] | None = None
@@ -117,9 +119,9 @@ class LoneSubInterval:
         s: torch.Tensor | None,
         entries: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Sub-intervals of ``lengths`` one after the other (the compiled path's unit): ``ix`` and
-        the coefficient columns cover all their steps, ``entries`` holds each sub-interval's entry of
-        the stacked table ``Bt`` / ``s`` (None: no term)."""
+        """Sub-intervals of ``lengths`` one after the other (a call's unit, compiled or eager): ``ix``
+        and the coefficient columns cover all their steps, ``entries`` holds each sub-interval's
+        entry of the stacked table ``Bt`` / ``s`` (None: no term)."""
         if Bt is not None and s is not None and entries is not None:
             Bt, s = Bt.index_select(0, entries), s.index_select(0, entries)
         S, off = u[None], 0
@@ -137,37 +139,34 @@ class LoneSubInterval:
         compiled, up to ``CHUNK`` equal sub-intervals a call (a coarse step of 16 steps, 8
         sub-intervals of 2, is two calls of one graph)."""
         k = int(np.asarray(ks).reshape(-1)[0])
-        problem = self.problem
-        check_steps(np.array([k]), m, problem.n_steps)
-        lengths = _lengths(m, problem.max_ratio)
-        if self.compiled and len(set(lengths)) == 1:
-            n = len(lengths)
-            chunks = [lengths[i : i + self.chunk] for i in range(0, n, self.chunk)]
-        else:
-            chunks = [(r,) for r in lengths]
-        for chunk in chunks:
-            S = self._call(S, k, chunk, curved)
-            k += sum(chunk)
-        return S
+        check_steps(np.array([k]), m, self.problem.n_steps)
+        return self._steps_from(S, k, m, self._term_table() if curved else None)
 
     def trial(self, S: torch.Tensor, m: int, curved: bool) -> None:
         """The m steps from step 0 without the term and (``curved``) with a zero table: compiles
         their graphs before a solve needs them, without building the table."""
-        float(self(S, np.array([0]), m, False).sum())  # ``curvature``'s table is built with ``lagged`` steps
+        float(self._steps_from(S, 0, m, None).sum())  # ``curvature``'s table is built with ``lagged`` steps
         if curved:
             rank, block = self.problem._curvature_shape()
             entries = -(-self.problem.n_steps // block)
             zeros = (S.new_zeros((entries, rank, self.problem.n_params)), S.new_zeros((entries, rank)))
-            float(self._run(S, m, zeros, block).sum())
+            self._mark_static(zeros)
+            float(self._steps_from(S, 0, m, (*zeros, block)).sum())
 
-    def _run(self, S: torch.Tensor, m: int, table: tuple[torch.Tensor, torch.Tensor], block: int) -> torch.Tensor:
-        """The m steps from step 0 with the term of ``table`` in place of the problem's."""
-        saved, self._table = self._table, (*table, block)
-        try:
-            self._mark_static(table)
-            return self(S, np.array([0]), m, True)
-        finally:
-            self._table = saved
+    def _steps_from(
+        self, S: torch.Tensor, k: int, m: int, table: tuple[torch.Tensor, torch.Tensor, int] | None
+    ) -> torch.Tensor:
+        """The m steps from step k with the term of the stacked ``table`` ``(Bt, s, block)`` (None:
+        none), in chunks: compiled, up to ``chunk`` equal sub-intervals a call; eager, one."""
+        lengths = _lengths(m, self.problem.max_ratio)
+        if self.compiled and len(set(lengths)) == 1:
+            chunks = [lengths[i : i + self.chunk] for i in range(0, len(lengths), self.chunk)]
+        else:
+            chunks = [(r,) for r in lengths]
+        for chunk in chunks:
+            S = self._call(S, k, chunk, table)
+            k += sum(chunk)
+        return S
 
     def _mark_static(self, tensors: Any) -> None:
         """With CUDA graphs: ``tensors`` keep their addresses, so a replay reads them where they are
@@ -177,24 +176,22 @@ class LoneSubInterval:
                 if isinstance(t, torch.Tensor):
                     torch._dynamo.mark_static_address(t, guard=False)
 
-    def _call(self, S: torch.Tensor, k: int, lengths: tuple[int, ...], curved: bool) -> torch.Tensor:
+    def _call(
+        self, S: torch.Tensor, k: int, lengths: tuple[int, ...], table: tuple[torch.Tensor, torch.Tensor, int] | None
+    ) -> torch.Tensor:
+        """Sub-intervals of ``lengths`` (equal, or one) from step k: their batch indices and
+        coefficients as views of the step tables, their table entries as a view of every step's."""
         problem = self.problem
-        table, columns = self._step_tables(S)
+        batches, columns = self._step_tables(S)
         m = sum(lengths)
-        ix = None if table is None else table[k : k + m]
+        ix = None if batches is None else batches[k : k + m]
         coefficients = tuple(c[k : k + m] if isinstance(c, torch.Tensor) else c for c in columns)
-        Bt, s, block = self._term_table() if curved else (None, None, 1)
-        args = (problem.model.X, problem.model.y, coefficients)
+        Bt = s = entries = None
+        if table is not None:
+            Bt, s, block = table
+            entries = self._entries(block)[k : k + m : lengths[0]]  # each sub-interval's start's entry
         with torch.no_grad():  # one grad mode for every call (a guard of the graph); grad() ignores it
-            if not self.compiled:  # eager: one sub-interval, the table entry's views
-                b = k // block
-                term = (None, None) if Bt is None or s is None else (Bt[b], s[b])
-                return self._sub_interval(S[0], lengths[0], ix, *args, *term)
-            entries = None
-            if Bt is not None:
-                starts = k + np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
-                entries = self._entries(block, starts)
-            out = self._fn(S[0], lengths, ix, *args, Bt, s, entries)
+            out = self._fn(S[0], lengths, ix, problem.model.X, problem.model.y, coefficients, Bt, s, entries)
         return out.clone() if self.graphs else out  # a graph's output is overwritten by its next replay
 
     def _term_table(self) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -205,13 +202,11 @@ class LoneSubInterval:
             self._mark_static(self._table[:2])
         return self._table
 
-    def _entries(self, block: int, starts: np.ndarray) -> torch.Tensor:
-        """The table entries of the sub-intervals starting at ``starts`` (equally spaced), as a view
-        of a device table of every step's entry (no copy from the host a call)."""
+    def _entries(self, block: int) -> torch.Tensor:
+        """Every step's table entry (``k // block``), on the device once."""
         if self._entry_of is None or self._entry_of[0] != block:
             self._entry_of = (block, self.problem.ops.index(np.arange(self.problem.n_steps) // block))
-        step = int(starts[1] - starts[0]) if starts.size > 1 else 1
-        return self._entry_of[1][int(starts[0]) : int(starts[-1]) + 1 : step]
+        return self._entry_of[1]
 
     def _step_tables(self, S: torch.Tensor) -> tuple[torch.Tensor | None, tuple[Any, ...]]:
         """Every step's batch indices and optimizer coefficients (the same per-row values as the
