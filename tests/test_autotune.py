@@ -111,6 +111,42 @@ def test_fit_takes_levels_auto():
     assert auto.problem.coarse == "curvature" and 0 < auto.problem.setup_s <= auto.wall_s
 
 
+def test_fit_without_a_layout_takes_the_cost_models_choice_from_auto_min_steps(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from pintrain.mgrit import autotune
+    from pintrain.torch import fit
+
+    calls = []
+    real = autotune.choose
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].n_steps)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autotune, "choose", counted)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(96, 4, generator=g, dtype=torch.float64)
+    y = (X[:, 0] * X[:, 1] > 0).long()
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    kw = {"batch_size": 16, "lr": 0.05, "seed": 2}
+    n = autotune.AUTO_MIN_STEPS
+    res = fit(net, nn.CrossEntropyLoss(), X, y, steps=n, **kw)  # no layout: the cost model's
+    serial = fit(net, nn.CrossEntropyLoss(), X, y, steps=n, method="serial", **kw)
+    assert calls == [n] and res.solver.converged and res.solver.options.nested
+    chosen = res.solver.options
+    assert isinstance(chosen.cfactor, tuple) and chosen.cfactor[0] in autotune.FIRST  # a candidate's
+    assert np.abs(res.states - serial.states).max() < 1e-8
+    # a layout given, fewer steps, or union (iterations depend on the hierarchy): the fixed default
+    for steps, extra in [(n, {"levels": 3}), (n, {"cfactor": 8}), (n - 1, {}), (n, {"coarse": "union"})]:
+        res = fit(net, nn.CrossEntropyLoss(), X, y, steps=steps, tol=1e-3, allow_unconverged=True, **kw, **extra)
+        want = (extra.get("levels", 3), extra.get("cfactor", 4))
+        assert (res.solver.options.levels, res.solver.options.cfactor) == want
+    assert calls == [n]
+
+
 def test_too_few_steps_leave_the_settings_as_given(capsys):
     choice = choose(model_problem("xor", steps=3), SolverOptions())
     assert not choice.measured and choice.options == SolverOptions()

@@ -81,8 +81,11 @@ def test_cli_bench_torch_models_against_the_torch_loop(tmp_path, capsys):
     assert [r["case"] for r in record["rows"]] == [c["case"] for c in TORCH_CASES]
     for r in record["rows"]:
         assert r["case"] in out and r["converged"]
-        # the final weights are the plain loop's, to the tolerance (float32: its round-off)
-        assert r["final_weights_max_rel_diff"] < (1e-4 if r["settings"].get("dtype") == "float32" else 1e-8)
+        # the final weights are the plain loop's, to the tolerance (1e-9 in float64, 1e-5 in float32, on the
+        # residual): Adam in float32 from fit's nested start stops at a residual of 2.6e-6 with its weights
+        # 1.2e-4 (relative) from the loop's, the error ~15 times the residual (components whose second moment
+        # v is tiny: an update divides by sqrt(v)), not round-off (the float32 loop is 2.8e-7 from float64's)
+        assert r["final_weights_max_rel_diff"] < (1e-3 if r["settings"].get("dtype") == "float32" else 1e-8)
         assert r["mgrit_over_serial"] == r["mgrit_s"] / r["serial_s"]
         assert abs(r["share_fine"] + r["share_coarse"] + r["share_solver"] - 1) < 1e-12
         assert 0 < r["share_fine"] < 1 and 0 < r["share_coarse"] < 1

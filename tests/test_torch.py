@@ -467,7 +467,7 @@ def test_default_tolerance_follows_the_dtype_s_round_off_floor():
     floor = fit(small_net(), nn.CrossEntropyLoss(), X, y, tol=1e-9, allow_unconverged=True, **kw)
     assert not floor.solver.converged and floor.solver.stalled
     res = fit(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
-    assert res.solver.converged and res.solver.options.tol == default_tol(np.float32, 1024, SolverOptions())
+    assert res.solver.converged and res.solver.options.tol == default_tol(np.float32, 1024, res.solver.options)
     assert np.abs(res.states - serial.states).max() < 1e-4
 
 

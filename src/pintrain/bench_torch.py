@@ -4,9 +4,10 @@ The cases are issue 14's table: the digits MLP (64-32-10, tanh, batch 32) with S
 float64, with batch 100, with Nesterov momentum and weight decay, with Adam, and a regression MLP
 on scikit-learn's diabetes data.  "serial" is the loop a torch user writes (``zero_grad();
 loss.backward(); opt.step()``, the same batches in the same order, nothing stored); MGRIT runs with
-``fit``'s defaults (3 levels, cfactor 4, coarse ``auto``: ``split`` steps of at most 2 batches for
-SGD, ``curvature`` for momentum and Adam, FCF,
-V-cycles), tolerance 1e-9 in float64 and 1e-5 in float32, its level arrays torch tensors.  Both
+``fit``'s defaults (the cost model's hierarchy from ``AUTO_MIN_STEPS`` steps on, its time to
+measure counted in MGRIT's, else 3 levels and cfactor 4; nested iteration; coarse ``auto``:
+``split`` steps of at most 2 batches for SGD, ``curvature`` for momentum and Adam; FCF, V-cycles),
+tolerance 1e-9 in float64 and 1e-5 in float32, its level arrays torch tensors.  Both
 run with the same number of torch threads (``threads``, default 1: on a small machine the default
 intra-op threads collapse when anything else runs), timed side by side in one process (best of
 ``repeat``); the final weights are compared with the loop's.  One more MGRIT run, timed step by
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .mgrit import SolverOptions, solve
+from .mgrit.autotune import AUTO_MIN_STEPS, auto_layout
 from .training.propagators import COARSE_PROPAGATORS
 
 # name, problem, optimizer and its keywords, dtype, batch size
@@ -129,15 +131,18 @@ def bench_torch(
                 progress(f"torch: {case['case']}, N = {steps}")
             p = case_problem(case, steps)
             tol = 1e-5 if case.get("dtype") == "float32" else 1e-9
-            options = SolverOptions(levels=3, cfactor=4, tol=tol)
             plain_loop(p, min(50, steps))  # warm-up: allocator, autograd
             serial_s = np.inf
             for _ in range(max(1, repeat)):
                 s, w_serial = plain_loop(p)
                 serial_s = min(serial_s, s)
             p.prepare()  # a table the coarse step builds once (curvature): timed apart, added once
+            options = SolverOptions(levels=3, cfactor=4, tol=tol, nested=True)  # fit's defaults
+            chosen = auto_layout(p, options, comm="serial")
+            measure_s = 0.0 if chosen is None else chosen.costs.seconds
+            options = options if chosen is None else chosen.options
             mgrit_s, res = best_of(functools.partial(solve, p, options=options, comm="serial"), repeat)
-            mgrit_s += p.setup_s
+            mgrit_s += p.setup_s + measure_s
             timed = TimedProblem(p)
             t0 = time.perf_counter()
             solve(timed, options=options, comm="serial")
@@ -155,6 +160,9 @@ def bench_torch(
                     "serial_s": serial_s,
                     "mgrit_s": mgrit_s,
                     "setup_s": p.setup_s,
+                    "measure_s": measure_s,
+                    "levels": options.levels,
+                    "cfactor": options.cfactor,
                     "mgrit_over_serial": mgrit_s / serial_s,
                     "iterations": res.iterations,
                     "converged": res.converged,
@@ -172,7 +180,8 @@ def bench_torch(
 def torch_table(record: dict[str, Any]) -> str:
     """Part 4 as text."""
     out = [
-        f"4. Torch models: the plain torch.optim loop against MGRIT (fit's defaults: 3 levels, cfactor 4, coarse "
+        "4. Torch models: the plain torch.optim loop against MGRIT (fit's defaults: the cost model's hierarchy from "
+        f"{AUTO_MIN_STEPS} steps on, its time to measure included, else 3 levels and cfactor 4; nested; coarse "
         "auto: split/2 for SGD, curvature/2 for momentum and Adam, its table's time included), "
         f"N = {record['steps']}, {record['threads']} torch thread(s) for both; best of {record['repeat']}",
     ]
@@ -180,14 +189,16 @@ def torch_table(record: dict[str, Any]) -> str:
         return "\n".join([*out, f"   not run: {record['unavailable']}"])
     out.append(
         f"{'case':36s} {'serial (s)':>10s} {'MGRIT (s)':>10s} {'MGRIT/serial':>13s} {'iters':>6s} "
-        f"{'tol':>6s} {'weights rel diff':>17s} {'fine/coarse/solver share':>25s}"
+        f"{'tol':>6s} {'levels, cfactor':>16s} {'weights rel diff':>17s} {'fine/coarse/solver share':>25s}"
     )
     for r in record["rows"]:
         it = f"{r['iterations']}" + ("" if r["converged"] else "!")
         shares = f"{r['share_fine']:.0%}/{r['share_coarse']:.0%}/{r['share_solver']:.0%}"
+        cf = r.get("cfactor", 4)
+        layout = f"{r.get('levels', 3)}, " + (",".join(map(str, cf)) if isinstance(cf, list | tuple) else str(cf))
         out.append(
             f"{r['case']:36s} {r['serial_s']:10.3f} {r['mgrit_s']:10.3f} {r['mgrit_over_serial']:13.1f} {it:>6s} "
-            f"{r['tol']:6.0e} {r['final_weights_max_rel_diff']:17.1e} {shares:>25s}"
+            f"{r['tol']:6.0e} {layout:>16s} {r['final_weights_max_rel_diff']:17.1e} {shares:>25s}"
         )
     out.append("   (! = not converged in max_iter; shares: time in fine steps / coarse steps / the solver's own work)")
     return "\n".join(out)

@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__, outputs
 from .errors import DivergenceError, NotConvergedError, PintrainError, gib
 from .mgrit import Hierarchy, SolverOptions, describe, serial_solve, solve, with_default_tol
+from .mgrit.autotune import AUTO_MIN_STEPS
 from .mgrit.options import DEFAULT_TOL
 from .training.propagators import COARSE_PROPAGATORS
 
@@ -34,7 +35,10 @@ def add_solver_arguments(
     p: argparse.ArgumentParser, *, levels: int, cfactor: str, tol: float, memory: bool = True, auto: bool = False
 ) -> None:
     g = p.add_argument_group("MGRIT solver")
-    by_model = " (default: chosen by the cost model for the propagators stable at any spacing, else {})"
+    by_model = (
+        f" (default: chosen by the cost model from {AUTO_MIN_STEPS} steps on, for the propagators stable at any "
+        "spacing; else {})"
+    )
     chosen = by_model if auto else " (default {})"
     g.add_argument(
         "--levels",
@@ -255,19 +259,15 @@ def problem_from_args(args: argparse.Namespace):
 
 
 def auto_settings(args: argparse.Namespace, problem: Any, opts: SolverOptions) -> Any:
-    """The cost model's hierarchy (:func:`pintrain.mgrit.autotune.choose`) when the user set none of
-    --levels, --cfactor, --nested, --max-coarse and the coarse propagator is stable at any spacing
-    (iterations then about flat across hierarchies); else None: the settings as given."""
-    from .mgrit.autotune import choose
+    """The cost model's hierarchy (:func:`pintrain.mgrit.autotune.auto_layout`: at least
+    ``AUTO_MIN_STEPS`` steps, a coarse propagator stable at any spacing) when the user set none of
+    --levels, --cfactor, --nested, --max-coarse; else None: the settings as given."""
+    from .mgrit.autotune import auto_layout
 
     given_layout = (
         args.levels is not None or args.cfactor is not None or args.nested is not None or args.max_coarse is not None
     )
-    coarse = COARSE_PROPAGATORS.get(getattr(problem, "coarse", ""))
-    if given_layout or coarse is None or not coarse.any_spacing:
-        return None
-    choice = choose(problem, opts)
-    return choice if choice.measured else None
+    return None if given_layout else auto_layout(problem, opts)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from .problem import Batched, step_many
 FIRST = (4, 8, 16, 32, 64)
 THEN = (4, 8)
 PROBE_ROWS = 64
+AUTO_MIN_STEPS = 512  # below it a fixed hierarchy: few coarse grids to choose from, and a short solve
 
 
 @dataclass
@@ -190,6 +191,18 @@ def choose(
     return ranks.guarded(lambda: ranks.bcast(_choose(problem, base, budget_s, costs) if ranks.rank == 0 else None))
 
 
+def auto_layout(problem: Any, base: SolverOptions, comm: Any = None) -> Choice | None:
+    """The cost model's choice for a problem given no layout (``fit`` without ``levels``, ``cfactor``
+    and ``options``; ``pintrain train`` without ``--levels``, ``--cfactor``, ``--nested``,
+    ``--max-coarse``), or None where it does not apply and the fixed default stands: fewer than
+    :data:`AUTO_MIN_STEPS` steps, or a coarse propagator whose iterations depend on the hierarchy
+    (``problem.any_spacing`` false or absent: the model counts iterations as equal)."""
+    if int(problem.n_steps) < AUTO_MIN_STEPS or not getattr(problem, "any_spacing", False):
+        return None
+    choice = choose(problem, base, comm=comm)
+    return choice if choice.measured else None
+
+
 def _choose(problem: Any, base: SolverOptions | None, budget_s: float, costs: StepCosts | None) -> Choice:
     base = base or SolverOptions()
     n = int(problem.n_steps)
@@ -209,4 +222,13 @@ def _choose(problem: Any, base: SolverOptions | None, budget_s: float, costs: St
     )
 
 
-__all__ = ["Choice", "StepCosts", "candidates", "choose", "iteration_seconds", "measure"]
+__all__ = [
+    "AUTO_MIN_STEPS",
+    "Choice",
+    "StepCosts",
+    "auto_layout",
+    "candidates",
+    "choose",
+    "iteration_seconds",
+    "measure",
+]

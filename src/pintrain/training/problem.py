@@ -124,6 +124,12 @@ class TrainingProblem:
     def lr(self) -> float:
         return self.optimizer.lr
 
+    @property
+    def any_spacing(self) -> bool:
+        """Its coarse propagator is stable at any spacing, its iterations about flat across
+        hierarchies: the cost model may choose the hierarchy (:func:`pintrain.mgrit.autotune.auto_layout`)."""
+        return COARSE_PROPAGATORS[self.coarse].any_spacing
+
     def _check_coarse_options(self) -> None:
         paper_rule = COARSE_PROPAGATORS[self.coarse].alpha_growth is not None
         for key, value in self.coarse_options.items():
