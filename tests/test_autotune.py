@@ -67,6 +67,30 @@ def test_measured_choice_trains_xor_to_serial():
     assert res.converged and np.abs(res.states - serial_solve(p)).max() < 1e-7
 
 
+def test_measuring_stops_before_a_probe_that_would_overrun_its_budget(monkeypatch):
+    # a step whose cost grows with the spacing m (the chain propagators: m / r calls a step), timed
+    # as given here: the probe of spacing 256 would take about 1.5 s of a 1 s budget, so it is not run,
+    # and the costs there are extrapolated from 16 and 64
+    from pintrain.mgrit import autotune
+
+    real_step_many, spacings = autotune.step_many, []
+
+    def step_many(problem, U, ks, m, *args):
+        spacings.append(m)
+        return real_step_many(problem, U, ks, m, *args)
+
+    def best(fn, repeat):
+        fn()
+        return (1e-3 if len(spacings) % 2 else 1.5e-3) * spacings[-1]  # one row, then a batch of rows
+
+    monkeypatch.setattr(autotune, "step_many", step_many)
+    monkeypatch.setattr(autotune, "_best", best)
+    costs = autotune.measure(model_problem("xor", steps=4096), max_spacing=1024, budget_s=1.0)
+    assert costs.spacings == [1, 4, 16, 64] and 256 not in spacings
+    a64, _ = costs.at(64)
+    assert costs.at(256)[0] > 3 * a64  # the trend of the last two (here about 4 times), not flat
+
+
 def test_cli_chooses_only_without_a_layout_and_for_stable_propagators(capsys):
     assert main(["train", "--steps", "2048"]) == 0
     out = capsys.readouterr().out
