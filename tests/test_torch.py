@@ -464,7 +464,9 @@ def test_default_tolerance_follows_the_dtype_s_round_off_floor():
     X, y = small_data()
     kw = {"steps": 1024, "batch_size": 16, "lr": 0.05, "seed": 1, "dtype": "float32"}
     serial = fit(small_net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
-    floor = fit(small_net(), nn.CrossEntropyLoss(), X, y, tol=1e-9, allow_unconverged=True, **kw)
+    # (a fixed hierarchy of many C-intervals: with few, say the 16 of 2 levels and cfactor 64 that the
+    # cost model may pick, FCF iterations reach the float32 loop's own values exactly, residual 0)
+    floor = fit(small_net(), nn.CrossEntropyLoss(), X, y, tol=1e-9, allow_unconverged=True, levels=3, **kw)
     assert not floor.solver.converged and floor.solver.stalled
     res = fit(small_net(), nn.CrossEntropyLoss(), X, y, **kw)
     assert res.solver.converged and res.solver.options.tol == default_tol(np.float32, 1024, res.solver.options)
@@ -709,6 +711,41 @@ def test_the_curvature_options_rank_and_block():
         fit(small_net(), nn.CrossEntropyLoss(), X, y, coarse="split", coarse_options={"rank": 4}, **kw)
     with pytest.raises(OptionError, match="coarse_options"):
         fit(small_net(), nn.CrossEntropyLoss(), X, y, coarse_options=[("rank", 4)], **kw)
+
+
+@pytest.mark.parametrize("cfactor", [4, 128, 48])
+def test_the_nested_start_takes_the_curvature_tables_trajectory(cfactor):
+    # the table's trajectory (states every block = 64 steps) is the coarsest level's start: the
+    # points on it taken as they are, the ones between stepped from them in batched calls (cfactor 4:
+    # spacing 4, 15 calls); spacing 128 takes every other state; spacing 48 (neither a multiple of 64
+    # nor a divisor) the sequential solve.  Lone steps only past the trajectory's end.
+    from pintrain.mgrit import SolverOptions
+    from pintrain.mgrit.solver import _Solver
+
+    p = small_problem("adam", steps=512, lr=0.02)
+    s, X = p.trajectory_guess()
+    assert s == 64 and X.shape == (8, p.u0.size)
+    solver = _Solver(p, SolverOptions(levels=2, cfactor=cfactor, nested=True))
+    lev, m = solver.levels[1], cfactor
+    lone = []
+    step = p.step
+    p.step = lambda u, k, mm: lone.append(k) or step(u, k, mm)
+    solver.coarsest_start(1)
+    p.step = step
+    U = lev.U
+    if m == 48:  # the sequential solve
+        assert lone == [48 * j for j in range(512 // 48)]
+        return
+    on = [j for j in range(U.shape[0]) if (j * m) % s == 0 and j * m // s < X.shape[0]]
+    for j in on:
+        assert torch.equal(U[j], X[j * m // s])
+    if m == 4:
+        for j in range(1, U.shape[0]):
+            if j not in on and j < 128:  # the rest of the level: one coarse step from the point before
+                assert torch.equal(U[j], p.step_many(U[j - 1 : j], np.array([(j - 1) * m]), m)[0])
+        assert lone == [508]  # the last point, past the trajectory's last block
+    else:  # X holds steps 0, 64, ..., 448: points 128, 256, 384 from it, 512 one lone step from 384
+        assert lone == [384]
 
 
 def test_a_curvature_table_built_before_the_solve_counts_in_its_time():

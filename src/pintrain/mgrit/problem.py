@@ -21,8 +21,9 @@ class Problem(Protocol):
     The optional members are protocols of their own, checked with ``isinstance``: ``step_many``
     (:class:`Batched`: the same for the rows of a 2-D array ``U`` started at the fine points ``ks``,
     one batched call instead of a loop), ``divergence_hint`` (:class:`Hinted`), ``describe``
-    (:class:`Described`).  Training problems add more (:class:`pintrain.training.TrainingProblem`:
-    ``serial_states``, ``losses``, ``step_losses``, ``metrics``).
+    (:class:`Described`), ``trajectory_guess`` (:class:`Guessed`).  Training problems add more
+    (:class:`pintrain.training.TrainingProblem`: ``serial_states``, ``losses``, ``step_losses``,
+    ``metrics``).
     """
 
     n_steps: int
@@ -50,6 +51,17 @@ class Hinted(Protocol):
 
     @property
     def divergence_hint(self) -> str | None: ...
+
+
+@runtime_checkable
+class Guessed(Protocol):
+    """Optional: an approximate trajectory the problem computed already, ``(s, X)`` with ``X[i]``
+    near the state at fine point ``i s`` (``X[0]`` the initial state), or None.  The nested start
+    takes it for the coarsest level instead of a sequential pass over that level (only an initial
+    guess: the answer is the evolution's all the same); the ``curvature`` coarse step's table is
+    built along such a trajectory."""
+
+    def trajectory_guess(self) -> tuple[int, Array] | None: ...
 
 
 @runtime_checkable

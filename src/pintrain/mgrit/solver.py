@@ -26,7 +26,7 @@ from .comm import resolve
 from .hierarchy import Hierarchy, Level
 from .layout import Layout, LevelPart
 from .options import FIELDS, SolverOptions, roundoff_scale
-from .problem import Batched, Hinted, Problem, checked, step_many
+from .problem import Batched, Guessed, Hinted, Problem, checked, step_many
 from .result import Result
 
 
@@ -345,21 +345,53 @@ class _Solver:
             self.f_relax(lvl)
         self.check_finite(lvl)
 
-    def coarsest_solve(self, lvl: int) -> None:
+    def coarsest_solve(self, lvl: int, start: int = 1) -> None:
         """Sequential time stepping on the coarsest level (rank 0 holds it whole): ``problem.step``
-        on row views, without the batching machinery, since nothing here is independent."""
+        on row views, without the batching machinery, since nothing here is independent (from point
+        ``start`` on: the points before it are set)."""
         lev = self.levels[lvl]
         U, G, spacing = lev.U, lev.G, lev.spacing
         problem, step, shape, dtype = self.problem, self.problem.step, U.shape[1:], U.dtype
-        for j in range(1, U.shape[0]):
+        for j in range(start, U.shape[0]):
             k = (j - 1) * spacing
             value = checked(problem, step(U[j - 1], k, spacing), shape, dtype, k, spacing, native=self.native)
             if self.origin is None and not math.isfinite(float(value.sum())):
                 self.note_origin(lvl, U[j - 1 : j], value[None], np.array([k]))
             U[j] = value if G is None else value + G[j]
-        lev.applications += U.shape[0] - 1
+        lev.applications += max(U.shape[0] - start, 0)
         lev.moved_f()
         self.check_finite(lvl)
+
+    def coarsest_start(self, lvl: int) -> None:
+        """The nested start's coarsest level: from the trajectory the problem computed already where
+        it offers one (:class:`~.problem.Guessed`, states every s fine steps), every point of this
+        level (spacing m) that lies on it taken from it, the ``s / m - 1`` points after each stepped
+        from it in as many batched calls; points past its end stepped one by one.  Else (s and m not
+        multiples of one another) the sequential solve: a pass of ``N / m`` lone steps saved where it
+        applies (the ``curvature`` step: its table's trajectory, docs/performance.md)."""
+        guess = self.problem.trajectory_guess() if isinstance(self.problem, Guessed) else None
+        lev = self.levels[lvl]
+        m, n = lev.spacing, lev.U.shape[0] - 1  # the level's points 0..n (rank 0 holds it whole)
+        if guess is None or (guess[0] % m and m % guess[0]):
+            self.coarsest_solve(lvl)
+            return
+        s, X = guess
+        if s >= m:  # every q-th point from the guess, the q - 1 after each stepped from it
+            q, have = s // m, min(int(X.shape[0]) - 1, n // (s // m))
+            on = np.arange(1, have + 1, dtype=np.int64)
+            lev.U[lev.rows(on * q)] = X[self.ops.index(on)]
+            starts = np.arange(0, have + 1, dtype=np.int64) * q
+            for p in range(1, q):
+                js = starts[starts + p <= n] + p
+                if js.size:
+                    lev.U[lev.rows(js)] = lev.plus_g(js, self.steps(lvl, lev.U[lev.rows(js - 1)], (js - 1) * m))
+            done = min(n, have * q + q - 1)
+        else:  # every point on the guess: its (m / s)-th states
+            q = m // s
+            done = min(n, (int(X.shape[0]) - 1) // q)
+            on = np.arange(1, done + 1, dtype=np.int64)
+            lev.U[lev.rows(on)] = X[self.ops.index(on * q)]
+        self.coarsest_solve(lvl, start=done + 1)  # the rest, if any; and the level's checks
 
     # -- cycles ------------------------------------------------------------------------------
     def cycle(self, lvl: int, kind: str) -> None:
@@ -385,7 +417,7 @@ class _Solver:
         last, q = len(self.hier) - 1, self.layout.q
 
         def on_rank0() -> None:
-            self.coarsest_solve(last)
+            self.coarsest_start(last)
             for lvl in range(last - 1, q - 1, -1):
                 self.inject(lvl)
                 if lvl > 0:

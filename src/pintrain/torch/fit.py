@@ -110,7 +110,8 @@ def fit(
     ``coarse`` picks the coarse propagator (:mod:`pintrain.training.propagators`), with sub-intervals
     of at most ``max_ratio`` fine steps.  The default "auto" is "curvature" for the optimizers with
     momentum (momentum, Nesterov, Adam, AdamW; its table of the sharpest Hessian directions costs
-    about one more pass over the steps, made once) and "split" for plain SGD: on the suite of
+    about one more pass over the steps, made once, whose trajectory is also the nested start's coarsest
+    level) and "split" for plain SGD: on the suite of
     ``docs/convergence.md`` (N = 1024) "curvature" took 5-6 iterations where "split" took 8-11 on
     the MLPs with momentum and Adam, and converged on the GRU (14, "split" 40) and the LSTM cell
     (18, "split" not in 30).  ``coarse_options`` takes the propagator's other options ("curvature":

@@ -35,13 +35,17 @@ TERM_CHUNK_BYTES = 1 << 21  # the batched term takes its rows in chunks of about
 class CurvatureTable:
     """``Bt`` (blocks of (rank, P)) and ``s`` (blocks of (rank,)): entry b's term for a change dw is
     ``sum_j (dw . Bt[b][j]) s[b][j] Bt[b][j]``.  The entries are held stacked ((entries, rank, P) and
-    (entries, rank)); ``Bt[b]`` and ``s[b]`` are views of them."""
+    (entries, rank)); ``Bt[b]`` and ``s[b]`` are views of them.  ``trajectory``: the coarse
+    trajectory's states at the blocks' first steps (entries, state size), where the entries were
+    taken; a solve's nested start takes them for its coarsest level instead of a sequential pass
+    (``TrainingProblem.trajectory_guess``)."""
 
-    def __init__(self, Bt: list[Any], s: list[Any], block: int, ops: Any) -> None:
+    def __init__(self, Bt: list[Any], s: list[Any], block: int, ops: Any, trajectory: Any = None) -> None:
         self.block, self.ops = int(block), ops
         self._Bt = ops.concat_rows([b[None] for b in Bt])
         self._s = ops.concat_rows([v[None] for v in s])
         self.Bt, self.s = list(self._Bt), list(self._s)
+        self.trajectory = trajectory
 
     def term(self, dW: Any, ks: np.ndarray) -> Any:
         """``H_r (w - w0)`` for every row of ``dW`` (the weights' change since the sub-interval's
@@ -91,9 +95,10 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
         return ops.asarray(np.ascontiguousarray(x, dtype=u0.dtype))
 
     S = ops.asarray(u0[None, :])
-    Bs, ss = [], []
+    Bs, ss, path = [], [], []
     start = None  # the previous entry's directions (of D^1/2 H D^1/2)
     for k in range(0, n, block):
+        path.append(S * 1)  # a copy: a step may update its input in place
         root = np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(S, P, k, ops)[0])), dtype=np.float64)
         q = min(r, n - k)  # the Hessian of one step's loss: the mean over the first q batches of the block
         batches = problem.batches(np.array([k]), q)
@@ -104,7 +109,7 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
         ss.append(ev)
         if k + block < n:  # on along the coarse trajectory
             S = lagged(problem, S, np.array([k]), block)
-    return CurvatureTable(Bs, ss, block, ops)
+    return CurvatureTable(Bs, ss, block, ops, ops.concat_rows(path))
 
 
 def _entry(

@@ -240,8 +240,8 @@ class TrainingProblem:
         rank = min(int(self.coarse_options.get("rank") or CURVATURE_RANK), self.n_params)
         block = int(self.coarse_options.get("block") or CURVATURE_BLOCK)
         entries = -(-self.n_steps // block)
-        check_memory(
-            entries * rank * self.n_params * self.u0.itemsize,
+        check_memory(  # the entries, and the trajectory's state at each
+            entries * (rank * self.n_params + self.u0.size) * self.u0.itemsize,
             f"the curvature table ({entries} entries of {rank} directions)",
             "give coarse_options a smaller rank or a longer block, or use coarse='lagged' or 'split'",
         )
@@ -269,6 +269,15 @@ class TrainingProblem:
                 self._lone = lone
                 self.setup_s += time.perf_counter() - t0
         return self._curvature
+
+    def trajectory_guess(self) -> tuple[int, Any] | None:
+        """``(s, X)``: states at steps 0, s, 2s, ... that the coarse propagator computed already (the
+        ``curvature`` table's trajectory, s its block), for the solver's nested start
+        (:class:`~pintrain.mgrit.problem.Guessed`); None for the other propagators."""
+        if self.coarse != "curvature":
+            return None
+        table = self._curvature_table()
+        return table.block, table.trajectory
 
     def curvature_term(self, dW: Any, ks: np.ndarray) -> Any:
         """The ``curvature`` coarse step's ``H_r (w - w0)`` (:mod:`pintrain.training.curvature`)."""
