@@ -198,10 +198,14 @@ def test_orthonormal_rows_spans_the_rows_and_completes_a_dependent_set():
     from pintrain.training.curvature import orthonormal_rows
 
     rng = np.random.default_rng(0)
-    A = rng.standard_normal((6, 40))
+    A = rng.standard_normal((3, 6, 40))  # three sets of 6 rows, each on its own
     Q = orthonormal_rows(A)
-    np.testing.assert_allclose(Q @ Q.T, np.eye(6), atol=1e-13)
-    np.testing.assert_allclose(A @ Q.T @ Q, A, atol=1e-12)  # the same row space
-    A[3] = A[0] + 2 * A[1]  # dependent rows: still an orthonormal set of 6
+    for a, q in zip(A, Q, strict=True):
+        np.testing.assert_allclose(q @ q.T, np.eye(6), atol=1e-13)
+        np.testing.assert_allclose(a @ q.T @ q, a, atol=1e-12)  # the same row space
+        np.testing.assert_array_equal(orthonormal_rows(a[None])[0], q)  # whatever the sets beside it
+    A[1, 3] = A[1, 0] + 2 * A[1, 1]  # dependent rows in one set: still an orthonormal set of 6
     Q = orthonormal_rows(A)
-    np.testing.assert_allclose(Q @ Q.T, np.eye(6), atol=1e-12)
+    for a, q in zip(A, Q, strict=True):
+        np.testing.assert_allclose(q @ q.T, np.eye(6), atol=1e-12)
+        np.testing.assert_allclose(a @ q.T @ q, a, atol=1e-10)  # a basis that holds the rows

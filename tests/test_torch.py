@@ -359,6 +359,16 @@ def test_compiled_hessian_vectors_equal_eager():
         want = eager.model.hessian_vectors(w, eager.batches(np.array([k]), r), V)
         got = comp.model.hessian_vectors(w, comp.batches(np.array([k]), r), V)
         assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
+    # the table's entries take several rows at once (eager: one vmap; compiled: the lone graph a row),
+    # each row's products its lone call's
+    W = torch.stack([w, w * 0.9, w * 1.2])
+    Vs = torch.stack([V, V.flip(0), V * 2])
+    ks = np.array([0, 7, 20])
+    for p in (eager, comp):
+        many = p.model.hessian_vectors_many(W, p.batches(ks, 2), Vs)
+        for i, k in enumerate(ks):
+            one = eager.model.hessian_vectors(W[i], eager.batches(np.array([k]), 2), Vs[i])
+            assert float((many[i] - one).abs().max()) <= 1e-12 * float(one.abs().max())
     assert float((comp._curvature_table()._Bt - eager._curvature_table()._Bt).abs().max()) < 1e-9
 
 
@@ -804,24 +814,28 @@ def test_cli_torch_problems_start_from_nested_iteration_as_fit_does(tmp_path, ca
 
 
 def test_warm_started_curvature_entries_find_the_cold_entries_directions(monkeypatch):
-    # every entry after the first starts from the one before and stops early once its Ritz values
-    # settle: the top eigenvalues of D^1/2 H D^1/2 it finds are those of a cold entry (10 iterations
-    # from a seeded start), for Adam, whose preconditioner changes most right after the first entry
+    # the entries come GROUP (8) at a time; every group after the first starts from the last entry
+    # before it and stops once all its Ritz values settle: the top eigenvalues of D^1/2 H D^1/2 it
+    # finds are those of cold entries (10 iterations from seeded starts), for Adam, whose
+    # preconditioner changes most right after the first entry
     import pintrain.training.curvature as curvature
 
     p = small_problem("adam", steps=160, lr=0.01)
     p.max_ratio = 2
-    warm = curvature.build(p, 4, 16)
+    warm = curvature.build(p, 4, 4)  # 40 entries: 5 groups
     calls = []
-    entry = curvature._entry
+    entries = curvature._entries
 
-    def cold(hv, ops, back, root, rank, seed, start=None):
-        calls.append(start is not None)
-        return entry(hv, ops, back, root, rank, seed, None)
+    def cold(hv, ops, back, roots, rank, seeds, start=None):
+        calls.append((len(seeds), start is not None))
+        return entries(hv, ops, back, roots, rank, seeds, None)
 
-    monkeypatch.setattr(curvature, "_entry", cold)
-    reference = curvature.build(p, 4, 16)
-    assert calls == [False] + [True] * 9  # ten entries, every one after the first offered a warm start
+    monkeypatch.setattr(curvature, "_entries", cold)
+    reference = curvature.build(p, 4, 4)
+    assert calls == [(8, False)] + [(8, True)] * 4  # every group after the first offered a warm start
+    assert len(warm.s) == len(reference.s) == 40
     for s_warm, s_cold in zip(warm.s, reference.s, strict=True):
         top_w, top_c = np.asarray(s_warm)[-2:], np.asarray(s_cold)[-2:]
         assert np.abs(top_w - top_c).max() <= 1e-2 * np.abs(top_c).max()
+    # the trajectory's states, one per entry, are what the nested start takes
+    assert warm.trajectory.shape == (40, p.u0.size) and torch.equal(warm.trajectory[0], torch.as_tensor(p.u0))

@@ -430,6 +430,27 @@ class TorchModel:
                 H = vmap(lambda u: torch.func.jvp(g, (w,), (u,))[1])(V)
         return H if batches.weight == 1.0 else batches.weight * H
 
+    def hessian_vectors_many(self, W: torch.Tensor, batches: Batches, V: torch.Tensor) -> torch.Tensor:
+        """:meth:`hessian_vectors` of several rows at once: row i's products at ``W[i]`` over row i's
+        batches (``batches.idx[i]``) with the vectors ``V[i]`` ((rows, k, P) -> (rows, k, P)): eager,
+        one vmap over the rows (the digits MLP, 64 rows of 8 vectors over 2 batches, one thread: 0.68
+        ms a row, against 4.2 ms a lone eager call); compiled, the lone graph a row (0.5 ms), one
+        host synchronisation for all (on a GPU, where the lone calls waited for the device each)."""
+        shared = batches.idx is None  # full batch: every row's samples are all of them
+        if batches.idx is None:
+            xb, yb, r = self.X, self.y, 1
+        else:
+            ix = self.ops.index(batches.idx)
+            xb, yb, r = self.X[ix], self.y[ix], batches.r
+        dims = (0, None, None, 0) if shared else (0, 0, 0, 0)
+        if self.compiled:  # the compiled lone graph row by row (dynamo fails on this vmap of a vmap)
+            rows = range(W.shape[0])
+            H = torch.stack([self._c_hvp(W[i], *((xb, yb) if shared else (xb[i], yb[i])), V[i], r) for i in rows])
+        else:
+            with torch.enable_grad():
+                H = vmap(lambda w, x, y, v: self._hvp(w, x, y, v, r), in_dims=dims)(W, xb, yb, V)
+        return H if batches.weight == 1.0 else batches.weight * H
+
     def _hvp(self, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, V: torch.Tensor, r: int) -> torch.Tensor:
         """The products of :meth:`hessian_vectors` on one row's samples (what ``compile=True`` compiles)."""
         if r == 1:

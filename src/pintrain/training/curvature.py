@@ -12,12 +12,14 @@ eigenvalues turn by the largest angle a step, and a lagged gradient gets their r
 The table holds one entry per block of ``block`` steps, taken at the block's first step on the
 coarse trajectory from u0 (``lagged`` steps of spacing ``block``, one after the other): a pure
 function of the problem, built once (on first use) and the same on every rank, so the coarse step
-stays one function of its input through the solve.  The first entry costs ``ITERATIONS`` products
-of the Hessian with ``rank`` vectors (subspace iteration from a seeded start), every later one
-``WARM_ITERATIONS`` to ``ITERATIONS``, started from the previous entry's directions (the Hessian
-turns slowly along the trajectory), until an iteration moves its Ritz values by at most ``WARM_TOL``: on the suite's
-momentum and Adam cases at N = 1024 the same MGRIT iterations, for a table built in 0.58-0.68 of
-the time (the entries in 0.39-0.50; docs/convergence.md).
+stays one function of its input through the solve.  The entries are made ``GROUP`` at a time, their
+Hessian products in one batched call: the first group's ``ITERATIONS`` products of the Hessian with
+``rank`` vectors (subspace iteration from seeded starts), every later group's ``WARM_ITERATIONS``
+to ``ITERATIONS``, all started from the last entry's directions before them (the Hessian turns
+slowly along the trajectory), until an iteration moves every entry's Ritz values by at most
+``WARM_TOL``.  (Entry by entry, each warm-started from the one before, the suite's momentum and
+Adam cases at N = 1024 took the same MGRIT iterations for a table built in 0.58-0.68 of the time
+of cold entries; docs/convergence.md.  In groups: docs/performance.md, session 10.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-ITERATIONS = 10  # subspace iterations of the first entry
+ITERATIONS = 10  # subspace iterations of the first entries
+GROUP = 8  # entries computed together, warm-started from the last entry of the group before
 WARM_ITERATIONS = 3  # at least, of every later entry, started from the one before (at most ITERATIONS),
 WARM_TOL = 1e-2  # until an iteration moves its Ritz values by at most this (relative to the largest)
 TERM_CHUNK_BYTES = 1 << 21  # the batched term takes its rows in chunks of about this many bytes of temporaries
@@ -84,7 +87,7 @@ class CurvatureTable:
 def build(problem: Any, rank: int, block: int) -> CurvatureTable:
     """The table of ``problem`` (a :class:`~pintrain.training.TrainingProblem` whose model gives
     Hessian-vector products, :class:`~pintrain.training.model.HasHessian`): the coarse trajectory,
-    then one entry per block (the small rank x P algebra in numpy float64)."""
+    then the entries, :data:`GROUP` at a time (the small rank x P algebra in numpy float64)."""
     from .propagators import lagged
 
     ops, model, P = problem.ops, problem.model, problem.n_params
@@ -94,46 +97,74 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
     def back(x: np.ndarray) -> Any:
         return ops.asarray(np.ascontiguousarray(x, dtype=u0.dtype))
 
-    S = ops.asarray(u0[None, :])
-    Bs, ss, path = [], [], []
-    start = None  # the previous entry's directions (of D^1/2 H D^1/2)
-    for k in range(0, n, block):
+    S, path = ops.asarray(u0[None, :]), []
+    ks = np.arange(0, n, block, dtype=np.int64)
+    for k in ks:  # on along the coarse trajectory, one state per entry
         path.append(S * 1)  # a copy: a step may update its input in place
-        root = np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(S, P, k, ops)[0])), dtype=np.float64)
-        q = min(r, n - k)  # the Hessian of one step's loss: the mean over the first q batches of the block
-        batches = problem.batches(np.array([k]), q)
-        Bt, ev, start = _entry(
-            lambda V, w=S[0, :P], b=batches, q=q: model.hessian_vectors(w, b, V) / q, ops, back, root, rank, k, start
-        )
-        Bs.append(Bt)
-        ss.append(ev)
-        if k + block < n:  # on along the coarse trajectory
+        if k + block < n:
             S = lagged(problem, S, np.array([k]), block)
-    return CurvatureTable(Bs, ss, block, ops, ops.concat_rows(path))
+    trajectory = ops.concat_rows(path)
+    many = getattr(model, "hessian_vectors_many", None)
+    Bs: list[Any] = []
+    ss: list[Any] = []
+    start = None  # the directions (of D^1/2 H D^1/2) of the last entry so far
+    for g0 in range(0, ks.size, GROUP):
+        group = ks[g0 : g0 + GROUP]
+        q = np.minimum(r, n - group)  # the Hessian of one step's loss: the mean over the block's first q batches
+        for qi in np.unique(q):  # (only a last block shorter than r steps has another q)
+            sel = np.flatnonzero(q == qi)
+            rows = [g0 + int(i) for i in sel]
+            W, batches = trajectory[ops.index(np.array(rows))][:, :P], problem.batches(group[sel], int(qi))
+            roots = np.stack(
+                [
+                    np.asarray(ops.to_numpy(ops.sqrt(problem.optimizer.preconditioner(path[i], P, int(ks[i]), ops)[0])))
+                    for i in rows
+                ]
+            ).astype(np.float64)
+
+            def hv(V: Any, W: Any = W, b: Any = batches, q: int = int(qi)) -> Any:
+                if many is not None:
+                    return many(W, b, V) / q
+                one = [b if b.idx is None else b._replace(idx=b.idx[i : i + 1]) for i in range(W.shape[0])]
+                return ops.concat_rows([model.hessian_vectors(W[i], one[i], V[i])[None] / q for i in range(len(one))])
+
+            Bt, ev, V = _entries(hv, ops, back, roots, rank, group[sel], start)
+            Bs += list(Bt)
+            ss += list(ev)
+            start = V[-1]
+    return CurvatureTable(Bs, ss, block, ops, trajectory)
 
 
-def _entry(
-    hv: Any, ops: Any, back: Any, root: np.ndarray, rank: int, seed: int, start: Any = None
+def _entries(
+    hv: Any, ops: Any, back: Any, roots: np.ndarray, rank: int, seeds: np.ndarray, start: Any = None
 ) -> tuple[Any, Any, Any]:
-    """``(Bt, s, V)`` of one entry: subspace iteration for the top ``rank`` eigenpairs of ``A = D^1/2
-    H D^1/2`` (``hv(V)``: H times each row of V; ``root``: D^1/2), then Rayleigh-Ritz; the rows of
-    ``Bt`` are ``D^-1/2`` times the Ritz vectors ``V``.  From ``start`` (the previous entry's ``V``)
-    ``WARM_ITERATIONS`` to ``ITERATIONS`` iterations, until the Ritz values settle (``WARM_TOL``);
-    else ``ITERATIONS`` from a start seeded by ``seed``."""
-    r = back(root)
+    """``(Bt, s, V)`` of G entries at once ((G, rank, P), (G, rank), (G, rank, P)): subspace
+    iteration for the top ``rank`` eigenpairs of each ``A_i = D_i^1/2 H_i D_i^1/2`` (``hv(V)``: H_i
+    times each row of ``V[i]``, all entries in one call; ``roots``: the D_i^1/2, (G, P)), then
+    Rayleigh-Ritz; the rows of ``Bt`` are ``D^-1/2`` times the Ritz vectors ``V``.  From ``start``
+    (the last entry's ``V`` before these, for every one of them) ``WARM_ITERATIONS`` to
+    ``ITERATIONS`` iterations, until the Ritz values of all G settle (``WARM_TOL``); else
+    ``ITERATIONS`` from starts seeded by ``seeds``.  Every entry's arithmetic is its own (row-wise
+    numpy, batched eigensolvers, the model's vmap over entries), so the table is one function of the
+    problem for a given :data:`GROUP`."""
+    G, P = roots.shape
+    r = back(roots)[:, None, :]
 
-    def product(V: Any) -> np.ndarray:  # A V^T, row by row
+    def product(V: Any) -> np.ndarray:  # A_i V_i^T, row by row
         return np.asarray(ops.to_numpy(hv(V * r) * r), dtype=np.float64)
 
     cold = start is None
-    V = back(np.random.default_rng(seed).standard_normal((rank, root.size))) if cold else start
+    if cold:
+        V = back(np.stack([np.random.default_rng(int(k)).standard_normal((rank, P)) for k in seeds]))
+    else:
+        V = back(np.repeat(np.asarray(ops.to_numpy(start), dtype=np.float64)[None], G, axis=0))
     before = None  # a warm start's Ritz values of the last iteration (V orthonormal: start is Ritz vectors)
     for it in range(ITERATIONS):
         AV = product(V)
         if not cold:
-            T = np.asarray(ops.to_numpy(V), dtype=np.float64) @ AV.T
-            ev = np.linalg.eigvalsh((T + T.T) / 2)
-            settled = before is not None and np.abs(ev - before).max() <= WARM_TOL * np.abs(ev).max()
+            ev = np.linalg.eigvalsh(_symmetric(np.asarray(ops.to_numpy(V), dtype=np.float64), AV))
+            scale = np.abs(ev).max(axis=1)
+            settled = before is not None and bool((np.abs(ev - before).max(axis=1) <= WARM_TOL * scale).all())
             if it >= WARM_ITERATIONS and settled:
                 break  # AV is A V^T of this V: the Rayleigh-Ritz below needs no further product
             before = ev
@@ -141,26 +172,42 @@ def _entry(
     else:
         AV = product(V)
     Vn = np.asarray(ops.to_numpy(V), dtype=np.float64)
-    T = Vn @ AV.T
-    ev, U = np.linalg.eigh((T + T.T) / 2)
-    ritz = U.T @ Vn
-    return back(ritz / root[None, :]), back(ev), back(ritz)
+    ev, U = np.linalg.eigh(_symmetric(Vn, AV))
+    ritz = np.swapaxes(U, 1, 2) @ Vn
+    return back(ritz / roots[:, None, :]), back(ev), back(ritz)
+
+
+def _symmetric(V: np.ndarray, AV: np.ndarray) -> np.ndarray:
+    """The Rayleigh quotients ``V_i A_i V_i^T`` of G entries, symmetrised: (G, rank, rank)."""
+    T = V @ np.swapaxes(AV, 1, 2)
+    return (T + np.swapaxes(T, 1, 2)) / 2
 
 
 def orthonormal_rows(A: np.ndarray) -> np.ndarray:
-    """An orthonormal basis of the rows of ``A`` (rank x P, rank small), by modified Gram-Schmidt
-    twice over: level-1 arithmetic on the rows, where ``np.linalg.qr`` of the P x rank transpose
-    went through a multithreaded LAPACK that took 1.2 ms a call with two threads on a busy 2-core
-    machine (0.19 ms with one) against about 0.05 ms here.  Rows that are (nearly) dependent fall
-    back to that QR, which completes the basis."""
+    """An orthonormal basis of the rows of each ``A[i]`` (G, rank, P; rank small), by Cholesky QR
+    twice over, all G at once (``A = L Q`` from the Cholesky factor L of the Gram matrix ``A A^T``;
+    again on Q): matrix products of rank x P, where a Householder QR of the P x rank transposes, or
+    Gram-Schmidt a row at a time, cost several times more.  An ``A[i]`` whose Gram matrix is not
+    positive definite to the working precision (rows nearly dependent) takes that QR, which completes
+    the basis."""
     Q = np.array(A, dtype=np.float64)
-    scale = float(np.abs(Q).max()) if Q.size else 0.0
-    for _ in range(2):
-        for i in range(Q.shape[0]):
-            for j in range(i):
-                Q[i] -= (Q[i] @ Q[j]) * Q[j]
-            n = float(np.sqrt(Q[i] @ Q[i]))
-            if not n > 1e-10 * scale:
-                return np.linalg.qr(np.asarray(A, dtype=np.float64).T)[0].T
-            Q[i] /= n
+    bad = np.zeros(Q.shape[0], dtype=bool)
+    with np.errstate(all="ignore"):
+        for _ in range(2):
+            gram = Q @ np.swapaxes(Q, 1, 2)
+            gram[bad] = np.eye(Q.shape[1])
+            try:
+                L = np.linalg.cholesky(gram)
+            except np.linalg.LinAlgError:  # find which: those take the QR
+                for g in range(Q.shape[0]):
+                    try:
+                        np.linalg.cholesky(gram[g])
+                    except np.linalg.LinAlgError:
+                        bad[g] = True
+                gram[bad] = np.eye(Q.shape[1])
+                L = np.linalg.cholesky(gram)
+            Q = np.linalg.inv(L) @ Q
+            bad |= ~np.isfinite(Q).all(axis=(1, 2))
+    for i in np.flatnonzero(bad):
+        Q[i] = np.linalg.qr(np.asarray(A[i], dtype=np.float64).T)[0].T
     return Q
