@@ -90,6 +90,17 @@ def test_measuring_stops_before_a_probe_that_would_overrun_its_budget(monkeypatc
     a64, _ = costs.at(64)
     assert costs.at(256)[0] > 3 * a64  # the trend of the last two (here about 4 times), not flat
 
+    # a first probe that alone overruns the budget (a slow step) still gets a second spacing: a trend
+    # to extrapolate, not one cost for every spacing
+    def slow(fn, repeat):
+        fn()
+        return 0.5 * spacings[-1]
+
+    monkeypatch.setattr(autotune, "_best", slow)
+    spacings.clear()
+    costs = autotune.measure(model_problem("xor", steps=4096), max_spacing=1024, budget_s=1.0)
+    assert costs.spacings == [1, 4] and costs.at(16)[0] > costs.at(4)[0]
+
 
 def test_cli_chooses_only_without_a_layout_and_for_stable_propagators(capsys):
     assert main(["train", "--steps", "2048"]) == 0

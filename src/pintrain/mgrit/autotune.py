@@ -78,10 +78,14 @@ def _best(fn: Any, repeat: int) -> float:
 def measure(problem: Any, max_spacing: int, budget_s: float = 1.0) -> StepCosts:
     """The step costs of ``problem`` at spacings 1, 4, 16, ... up to ``max_spacing``: one row and
     up to :data:`PROBE_ROWS` rows per call (about as many as a level of that spacing steps at
-    once), best of a few; stops early once a probe costs more than a fifth of ``budget_s``, half of
-    it has gone, or the next probe (4 times the spacing: at most about 4 times this one's time) would
-    overrun it (larger spacings are extrapolated).  The digits MLP at N = 1000, eager: the probe of
-    spacing 256 alone took 1.1 of the 1.5 s before that last rule, and 0.4 s in all since."""
+    once), best of a few; after two spacings at least, stops early once a probe costs more than a
+    fifth of ``budget_s``, half of it has gone, or the next probe (4 times the spacing: at most about
+    4 times this one's time) would overrun it (larger spacings are extrapolated).  The budget counts
+    the probes' best times, not the first calls' compiling (``compile=True`` on a cold inductor
+    cache: the first probe took 2.7 s, which stopped the measuring after one spacing and made the
+    costs flat, and the choice 4 levels where 2 are fastest).  The digits MLP at N = 1000, eager: the
+    probe of spacing 256 alone took 1.1 of the 1.5 s before the rule of the next probe, 0.4 s in all
+    since."""
     prepare = getattr(problem, "prepare", None)
     built = float(getattr(problem, "setup_s", 0.0))
     if callable(prepare):  # what the coarse step builds once (a table), not a step's cost
@@ -94,7 +98,7 @@ def measure(problem: Any, max_spacing: int, budget_s: float = 1.0) -> StepCosts:
     batched = isinstance(problem, Batched)
     n = int(problem.n_steps)
     costs = StepCosts()
-    m = 1
+    m, spent = 1, 0.0
     while m <= max(1, max_spacing):
         rows = min(PROBE_ROWS, max(2, n // (4 * m)))  # about as many as a level of that spacing batches
         ks = (np.arange(rows, dtype=np.int64) * m) % max(n - m + 1, 1)
@@ -107,8 +111,10 @@ def measure(problem: Any, max_spacing: int, budget_s: float = 1.0) -> StepCosts:
         costs.spacings.append(m)
         costs.per_call.append(max(one - per_row, one * 0.05))
         costs.per_row.append(max(per_row, 1e-9))
-        spent, probe = time.perf_counter() - t_start, 3 * one + 2 * many  # best times: no first-call compiling
-        if one + many > budget_s / 5 or spent > budget_s / 2 or spent + 4 * probe > budget_s:
+        probe = 3 * one + 2 * many  # from the best times: a first call's compiling is not the step's cost
+        spent += probe
+        enough = len(costs.spacings) >= 2  # two spacings at least: a trend to extrapolate, not a flat cost
+        if enough and (one + many > budget_s / 5 or spent > budget_s / 2 or spent + 4 * probe > budget_s):
             break
         m *= 4
     costs.seconds = time.perf_counter() - t_start
