@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__, outputs
 from .errors import DivergenceError, NotConvergedError, PintrainError, gib
 from .mgrit import Hierarchy, SolverOptions, describe, serial_solve, solve, with_default_tol
-from .mgrit.autotune import AUTO_MIN_STEPS
+from .mgrit.autotune import AUTO_MIN_STEPS, auto_layout
 from .mgrit.options import DEFAULT_TOL
 from .training.propagators import COARSE_PROPAGATORS
 
@@ -262,8 +262,6 @@ def auto_settings(args: argparse.Namespace, problem: Any, opts: SolverOptions) -
     """The cost model's hierarchy (:func:`pintrain.mgrit.autotune.auto_layout`: at least
     ``AUTO_MIN_STEPS`` steps, a coarse propagator stable at any spacing) when the user set none of
     --levels, --cfactor, --nested, --max-coarse; else None: the settings as given."""
-    from .mgrit.autotune import auto_layout
-
     given_layout = (
         args.levels is not None or args.cfactor is not None or args.nested is not None or args.max_coarse is not None
     )

@@ -377,7 +377,8 @@ class _Solver:
             return
         s, X = guess
         if s >= m:  # every q-th point from the guess, the q - 1 after each stepped from it
-            q, have = s // m, min(int(X.shape[0]) - 1, n // (s // m))
+            q = s // m
+            have = min(int(X.shape[0]) - 1, n // q)  # the guess's states that are points of this level
             on = np.arange(1, have + 1, dtype=np.int64)
             lev.U[lev.rows(on * q)] = X[self.ops.index(on)]
             starts = np.arange(0, have + 1, dtype=np.int64) * q

@@ -188,19 +188,20 @@ def fit(
         if isinstance(levels, str) and levels != "auto":
             raise OptionError("levels", levels, 'an int >= 1, or "auto" (the cost model chooses)')
         given_tol = DEFAULT_TOL if tol is None else tol
-        fixed = SolverOptions(
-            levels=3 if levels in (None, "auto") else cast(int, levels),
-            cfactor=4 if cfactor is None else cfactor,
-            tol=given_tol,
-            nested=nested,
-        )
+        chosen = None
         if levels == "auto":  # the cost model's hierarchy from this problem's measured step costs
-            options = choose(problem, SolverOptions(tol=given_tol), comm=comm).options
+            chosen = choose(problem, SolverOptions(tol=given_tol), comm=comm)
         elif levels is None and cfactor is None and nested:  # no layout given: the cost model's from 512 steps
             chosen = auto_layout(problem, SolverOptions(tol=given_tol), comm=comm)
-            options = fixed if chosen is None else chosen.options
+        if chosen is not None:
+            options = chosen.options
         else:
-            options = fixed
+            options = SolverOptions(
+                levels=3 if levels is None else cast(int, levels),
+                cfactor=4 if cfactor is None else cfactor,
+                tol=given_tol,
+                nested=nested,
+            )
         if tol is None:  # the default: above the round-off floor of the dtype
             options = with_default_tol(options, problem)
     run = train(problem, method, options, callback, comm=comm, allow_unconverged=True, keep=keep)

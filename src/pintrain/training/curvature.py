@@ -86,7 +86,7 @@ class CurvatureTable:
 
 def build(problem: Any, rank: int, block: int) -> CurvatureTable:
     """The table of ``problem`` (a :class:`~pintrain.training.TrainingProblem` whose model gives
-    Hessian-vector products, :class:`~pintrain.training.model.HasHessian`): the coarse trajectory,
+    Hessian-vector products of many rows, :class:`~pintrain.training.model.HasHessian`): the coarse trajectory,
     then the entries, :data:`GROUP` at a time (the small rank x P algebra in numpy float64)."""
     from .propagators import lagged
 
@@ -104,7 +104,6 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
         if k + block < n:
             S = lagged(problem, S, np.array([k]), block)
     trajectory = ops.concat_rows(path)
-    many = getattr(model, "hessian_vectors_many", None)
     Bs: list[Any] = []
     ss: list[Any] = []
     start = None  # the directions (of D^1/2 H D^1/2) of the last entry so far
@@ -123,10 +122,7 @@ def build(problem: Any, rank: int, block: int) -> CurvatureTable:
             ).astype(np.float64)
 
             def hv(V: Any, W: Any = W, b: Any = batches, q: int = int(qi)) -> Any:
-                if many is not None:
-                    return many(W, b, V) / q
-                one = [b if b.idx is None else b._replace(idx=b.idx[i : i + 1]) for i in range(W.shape[0])]
-                return ops.concat_rows([model.hessian_vectors(W[i], one[i], V[i])[None] / q for i in range(len(one))])
+                return model.hessian_vectors_many(W, b, V) / q
 
             Bt, ev, V = _entries(hv, ops, back, roots, rank, group[sel], start)
             Bs += list(Bt)

@@ -73,9 +73,10 @@ class HasLoneGradient(Protocol):
 class HasHessian(Protocol):
     """A model that gives Hessian-vector products of its step losses (the ``curvature`` coarse step)."""
 
-    def hessian_vectors(self, w: Any, batches: Batches, V: Any) -> Any:
-        """``H V^T`` row by row: H the Hessian of one row's loss over ``batches`` (one row of
-        indices) at the weights ``w`` (P,), times each row of ``V`` (k, P); returns (k, P)."""
+    def hessian_vectors_many(self, W: Any, batches: Batches, V: Any) -> Any:
+        """``H_i V_i^T`` for every row i: H_i the Hessian of row i's loss over its ``batches`` (row i
+        of the indices) at the weights ``W[i]`` (rows, P), times each row of ``V[i]`` (rows, k, P);
+        returns (rows, k, P), each row's value independent of the others."""
         ...
 
 
