@@ -317,6 +317,48 @@ def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, ba
 
 
 @pytest.mark.parametrize(
+    "name,hyper,coarse,batch,schedule",
+    [
+        ("adam", {}, "curvature", 16, None),
+        ("adamw", {"weight_decay": 0.1}, "lagged", 16, 0.98),
+        ("momentum", {"momentum": 0.9}, "curvature", None, 0.98),  # full batch: no batch table
+    ],
+    ids=lambda v: str(v),
+)
+def test_compiled_sub_intervals_of_many_rows_equal_the_propagator_s_steps(name, hyper, coarse, batch, schedule):
+    # compile=True: a lagged / curvature sub-interval of 64 rows or more is one graph (the r gradients at
+    # its start, each row's table entry gathered in the graph, the r updates), the same to rounding as the
+    # propagator's own steps; fewer rows take those
+    X, y = small_data()
+    rates = None if schedule is None else [0.05 * schedule**k for k in range(300)]
+    kw = {"steps": 300, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper), "coarse": coarse}
+    kw |= {"coarse_options": {"rank": 3, "block": 8} if coarse == "curvature" else None}
+    p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, lr_schedule=rates, **kw)
+    fused = p.compiled_sub_interval
+    assert fused is not None
+    calls = []
+    p.compiled_sub_interval = lambda S, ks, r, curved: calls.append((S.shape[0], r, curved)) or fused(S, ks, r, curved)
+    p.compiled_sub_interval.min_rows = fused.min_rows
+    g = torch.Generator().manual_seed(1)
+    S = p.ops.asarray(p.u0).repeat(150, 1)
+    S[:, : p.n_params] += 0.1 * torch.randn(150, p.n_params, generator=g, dtype=S.dtype)
+    ks = np.arange(150) + 50  # rows over many table entries (block 8), out of order in none
+    together = p.step_many(S, ks, 5)  # sub-intervals of 2, 1 and 2 steps
+    few = p.step_many(S[:10], ks[:10], 5)
+    curved = coarse == "curvature"
+    assert calls == [(150, 2, curved), (150, 1, curved), (150, 2, curved)]  # 10 rows: the propagator's steps
+    p.compiled_sub_interval = None
+    own = p.step_many(S, ks, 5)
+    assert float((together - own).abs().max()) <= 1e-12 * float(own.abs().max())
+    assert float((few - own[:10]).abs().max()) <= 1e-12 * float(own.abs().max())
+    if curved:  # the table's term is in the graph: the lagged step (no term) is another step
+        kw_lagged = kw | {"coarse": "lagged", "coarse_options": None}
+        lagged = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, lr_schedule=rates, **kw_lagged)
+        P = p.n_params
+        assert float((together - lagged.step_many(S, ks, 5))[:, :P].abs().max()) > 1e-6 * float(own[:, :P].abs().max())
+
+
+@pytest.mark.parametrize(
     "name,hyper,batch,schedule",
     [("nesterov", {"momentum": 0.9, "weight_decay": 1e-2}, 16, None), ("adamw", {"weight_decay": 0.1}, None, 0.98)],
     ids=lambda v: str(v),

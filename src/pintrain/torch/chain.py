@@ -12,7 +12,9 @@ loop every iteration.  :class:`LoneSubInterval` takes a whole coarse step (the p
 them (the module's weights set once for the r gradients, the steps' batch indices and coefficients
 read from tables made once on the device): about 700 us a sub-interval.  Compiled, up to ``CHUNK``
 sub-intervals are one graph (``fullgraph=True``: the gradients, the terms and the updates, the
-batch gather included): 130-140 us a sub-interval (docs/performance.md).  On a CUDA device the
+batch gather included): 90-100 us a sub-interval on a CPU, where the graph's kernels are called
+from C++ (:data:`CPP_WRAPPER`) and a sub-interval's r gradients are one vmap (130-140 us before,
+session 11; docs/performance.md).  On a CUDA device the
 compiled graph is replayed as a CUDA graph (``mode="reduce-overhead"``), one launch instead of a
 launch per kernel: on an H200, 245 us a sub-interval against 710 compiled without and 2230 eager,
 where a step of the torch loop took 1200.
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import grad
+from torch.func import grad, vmap
 
 from ..training.propagators import _lengths
 from ..training.schedule import check_steps
@@ -41,12 +43,20 @@ CUDA_GRAPHS = True
 (``torch.compile``'s ``mode="reduce-overhead"``); ``benchmarks/device.py --no-cuda-graphs`` turns it off."""
 
 
+CPP_WRAPPER = True
+"""Whether the compiled chain on a CPU calls its kernels from C++ (inductor's ``cpp_wrapper``): the
+graph of a few hundred tiny kernels and matrix products spent most of its time in the Python code that
+calls them.  The digits MLP with Adam in float32, one thread: 140 -> 101 us a sub-interval, and 93
+with the r gradients as one vmap (docs/performance.md, session 11)."""
+
+
 CHUNK = 4
 """Sub-intervals a compiled call takes at most (a graph for each chunk of lengths met).  A chunk
 cuts the calls' own cost (the guards and the call, about 140 us of a compiled sub-interval on this
 CPU): the digits MLP with Adam in float32, coarse steps of 16, 266 us a sub-interval at one a call,
 188 at 2, 139 at 4, 129 at 8; compiling grows with the chunk (a cold ``compile=True`` problem 46 s
-at one, 70 s at 4, 108 s at 8), so 4."""
+at one, 70 s at 4, 108 s at 8), so 4.  (With the C++ wrapper and the gradients as one vmap, 121 us
+at 2, 91-101 at 4, 113-143 at 8; a cold build 54 s at 4.)"""
 
 
 class LoneSubInterval:
@@ -64,10 +74,14 @@ class LoneSubInterval:
         self.graphs = graphs
         if self.graphs and not compiled:
             raise ValueError("CUDA graphs replay the compiled sub-interval: graphs=True needs compiled=True")
-        mode = "reduce-overhead" if self.graphs else None
-        self._fn: Any = (
-            torch.compile(self._chunk, dynamic=False, fullgraph=True, mode=mode) if compiled else self._chunk
-        )
+        self._fn: Any = self._chunk
+        if self.graphs:
+            self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode="reduce-overhead")
+        elif compiled:  # on a CPU the graph's kernels called from C++, not from Python (CPP_WRAPPER)
+            options: dict[str, Any] | None = None
+            if CPP_WRAPPER and problem.device.type == "cpu":
+                options = {"cpp_wrapper": True}
+            self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, options=options)
         self.chunk = CHUNK  # sub-intervals a compiled call takes at most
         self._steps: tuple[torch.Tensor | None, tuple[Any, ...]] | None = None
         self._table: tuple[torch.Tensor, torch.Tensor, int] | None = None
@@ -78,9 +92,12 @@ class LoneSubInterval:
     ) -> list[Any]:
         """The r step losses' gradients at ``w0``, each a (P,) tensor."""
         model = self.problem.model
-        if self.compiled:
+        if self.compiled:  # the r batches' gradients in one set of kernels (a vmap over the batches)
             loss_grad = grad(model._loss_one)
-            return [loss_grad(w0, X, y) if ix is None else loss_grad(w0, X[ix[j]], y[ix[j]]) for j in range(r)]
+            if ix is None:
+                return [loss_grad(w0, X, y)] * r
+            G = vmap(loss_grad, in_dims=(None, 0, 0))(w0, X[ix], y[ix])
+            return [G[j] for j in range(r)]
         return model.lone_gradients(w0, [(X, y) if ix is None else (X[ix[j]], y[ix[j]]) for j in range(r)])
 
     def _sub_interval(

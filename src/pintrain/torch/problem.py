@@ -24,7 +24,7 @@ from ..training.problem import TrainingProblem
 from ..training.schedule import GivenBatches, Schedule
 from .chain import CHUNK, LoneSubInterval
 from .model import DTYPES, TorchModel, UnsupportedModel, check_module, compile_failure, lr_table
-from .update import COMPILED_MIN_ROWS, CompiledStep, CompiledUpdate
+from .update import COMPILED_MIN_ROWS, CompiledStep, CompiledSubInterval, CompiledUpdate
 
 __all__ = ["DTYPES", "TorchProblem", "UnsupportedModel", "check_module"]
 
@@ -136,21 +136,31 @@ class TorchProblem(TrainingProblem):
                         float(self.compiled_step(trial, ks).sum())
                 except Exception as err:
                     raise compile_failure(f"the fine step (gradient and {self.optimizer.name} update)", err) from None
+                if self.coarse in ("lagged", "curvature"):  # their sub-intervals of many rows: one graph
+                    self.compiled_sub_interval = CompiledSubInterval(self)
             if self.lone_chain is not None:
                 self.lone_chain = LoneSubInterval(self, compiled=True)
                 self._trial_lone_chain()
 
     def _trial_lone_chain(self) -> None:
         """Compile the coarsest chain's unit now (``CHUNK`` sub-intervals of ``max_ratio`` steps from
-        u0, with a zero curvature table for ``curvature``), and the curvature table's Hessian-vector
-        products: refuse what cannot be compiled here, not in the middle of a solve, and compile
-        before a solve is timed."""
+        u0, with a zero curvature table for ``curvature``), the same sub-intervals of many rows in one
+        graph, and the curvature table's Hessian-vector products: refuse what cannot be compiled here,
+        not in the middle of a solve, and compile before a solve is timed."""
         assert self.lone_chain is not None
         S = self.ops.asarray(self.u0[None])
         try:  # a whole chunk of sub-intervals (what a coarsest level's step of 16 or more steps takes)
             self.lone_chain.trial(S, min(CHUNK * self.max_ratio, self.n_steps), self.coarse == "curvature")
         except Exception as err:
             raise compile_failure(f"the {self.coarse} coarse step of one row", err) from None
+        fused = self.compiled_sub_interval
+        if fused is not None:  # the same sub-intervals of many rows
+            rows = self.ops.asarray(np.repeat(self.u0[None], fused.min_rows, axis=0))
+            try:
+                with self.ops.no_grad():
+                    fused.trial(rows, min(self.max_ratio, self.n_steps), self.coarse == "curvature")
+            except Exception as err:
+                raise compile_failure(f"the {self.coarse} coarse step of many rows", err) from None
         if self.coarse == "curvature":  # the table's products: one step's loss over the block's first r batches
             r = min(self.max_ratio, self.n_steps)
             V = S.new_zeros((self._curvature_shape()[0], self.n_params))

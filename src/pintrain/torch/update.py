@@ -98,3 +98,88 @@ class CompiledStep:
             c = tuple(pad(x) if isinstance(x, torch.Tensor) else x for x in c_all)
             out[s : s + n] = self._fn(pad(S), None if ix_all is None else pad(ix_all), model.X, model.y, c)[:n]
         return out
+
+
+class CompiledSubInterval:
+    """A ``lagged`` / ``curvature`` sub-interval of many rows (``compile=True``, at least ``min_rows``
+    rows, no clipping) in one graph per call: the r gradients of each row's steps at its start's
+    weights (a vmap over the rows of a vmap over the r batches), the term ``H_r (w_j - w_0)`` with
+    each row's table entry gathered inside the graph, and the r updates.  Eager, the term alone cost
+    27 us a row (a pass over (rows, rank, P) products per chunk) and the sub-interval about twice the
+    fine step's two steps; the answer equals the eager steps' to rounding (docs/performance.md,
+    session 11)."""
+
+    min_rows = COMPILED_MIN_ROWS  # fewer take the propagator's own steps
+
+    def __init__(self, problem: Any) -> None:
+        self.problem = problem
+        self._fn = torch.compile(self._steps, dynamic=False)
+
+    def _steps(
+        self,
+        S: torch.Tensor,
+        ix: torch.Tensor | None,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        cs: tuple[tuple[Any, ...], ...],
+        Bt: torch.Tensor | None,
+        s: torch.Tensor | None,
+        entries: torch.Tensor | None,
+    ) -> torch.Tensor:
+        problem = self.problem
+        model, P = problem.model, problem.n_params
+        W0 = S[:, :P]
+        if ix is None:  # full batch: every step's gradient is the one over the data set
+            G = model._grad_shared(W0, X, y)
+        else:  # ix: (rows, r, batch)
+            per_row = torch.func.vmap(torch.func.grad(model._loss_one), in_dims=(None, 0, 0))  # one row's r batches
+            G = torch.func.vmap(per_row)(W0, X[ix], y[ix])
+        if Bt is not None and s is not None and entries is not None:
+            Bt, s = Bt[entries], s[entries]  # (rows, rank, P), (rows, rank): indexed loads of the fused kernels
+        for j, c in enumerate(cs):
+            g = G if ix is None else G[:, j]
+            if Bt is not None and s is not None and j > 0:
+                coef = ((S[:, :P] - W0)[:, None, :] * Bt).sum(2) * s
+                g = g + (coef[:, :, None] * Bt).sum(1)
+            S = problem.optimizer.fine_apply(S, g, c, problem.ops)
+        return S
+
+    def __call__(self, S: torch.Tensor, ks: np.ndarray, r: int, curved: bool) -> torch.Tensor:
+        """The r steps from ``ks`` of every row of ``S``: ``lagged_steps`` (``curved``: with the term)."""
+        table = None
+        if curved:
+            built = self.problem._curvature_table()
+            table = (built._Bt, built._s, built.block)
+        return self._run(S, ks, r, table)
+
+    def trial(self, S: torch.Tensor, r: int, curved: bool) -> None:
+        """Compile a call of ``S``'s rows now, from step 0 (``curved``: also with a zero table), without
+        building the table."""
+        ks = np.zeros(S.shape[0], dtype=np.int64)
+        float(self._run(S, ks, r, None).sum())
+        if curved:
+            rank, block = self.problem._curvature_shape()
+            entries = -(-self.problem.n_steps // block)
+            zeros = (S.new_zeros((entries, rank, self.problem.n_params)), S.new_zeros((entries, rank)), block)
+            float(self._run(S, ks, r, zeros).sum())
+
+    def _run(
+        self, S: torch.Tensor, ks: np.ndarray, r: int, table: tuple[torch.Tensor, torch.Tensor, int] | None
+    ) -> torch.Tensor:
+        problem = self.problem
+        model, ops = problem.model, problem.ops
+        ks = np.asarray(ks, dtype=np.int64).reshape(-1)
+        batches = problem.batches(ks, r)  # the rows' r batches (their samples size the calls)
+        ix_all = None if batches.idx is None else ops.index(batches.idx).reshape(ks.size, r, -1)
+        cs_all = [problem.optimizer.fine_coefficients(S, ks + j, ops, problem.lrs) for j in range(r)]
+        Bt = s = entries = None
+        if table is not None:
+            Bt, s, block = table
+            entries = ops.index(ks // block)
+        out = ops.empty(S.shape, S)
+        for a, n, pad in model.compiled_chunks(S.shape[0], batches):
+            cs = tuple(tuple(pad(x) if isinstance(x, torch.Tensor) else x for x in c) for c in cs_all)
+            rows = None if ix_all is None else pad(ix_all)
+            at = None if entries is None else pad(entries)
+            out[a : a + n] = self._fn(pad(S), rows, model.X, model.y, cs, Bt, s, at)[:n]
+        return out

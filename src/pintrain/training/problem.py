@@ -82,6 +82,7 @@ class TrainingProblem:
         self.compiled_update: Any = None  # the optimizer's update compiled (a torch problem with compile=True)
         self.lone_chain: Any = None  # the lone sub-interval in one function (the torch backend's)
         self.compiled_step: Any = None  # the fine step of many rows in one graph (compile=True; no clipping)
+        self.compiled_sub_interval: Any = None  # a lagged/curvature sub-interval of many rows in one graph (the same)
         self._curvature: Any = None  # the curvature step's table, built on first use
         self.setup_s = 0.0  # seconds spent building it (a solve's time, wherever it was built)
         refusal = COARSE_PROPAGATORS[coarse].refusal(
@@ -294,6 +295,15 @@ class TrainingProblem:
         if self.lone_chain is None or not self._lone or S.shape[0] != 1:  # (no chain is made with clipping)
             return None
         return self.lone_chain(S, ks, m, curved)
+
+    def fused_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None:
+        """A ``lagged`` / ``curvature`` sub-interval of r steps of many rows in one compiled graph
+        (:class:`pintrain.torch.update.CompiledSubInterval`: ``compile=True``, no clipping, at least
+        its ``min_rows`` rows), or None: the propagator's own steps."""
+        fused = self.compiled_sub_interval
+        if fused is None or S.shape[0] < fused.min_rows:
+            return None
+        return fused(S, ks, r, curved)
 
     def clip(self, G: Any) -> Any:
         """Each row of ``G`` scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)`` would: by

@@ -134,6 +134,8 @@ class CoarseContext(Protocol):
 
     def lone_steps(self, S: Any, ks: np.ndarray, m: int, curved: bool) -> Any | None: ...
 
+    def fused_sub_interval(self, S: Any, ks: np.ndarray, r: int, curved: bool) -> Any | None: ...
+
 
 def union(problem: CoarseContext, S: Any, ks: np.ndarray, m: int) -> Any:
     G = problem.gradient_sum(S[:, : problem.n_params], ks, m)
@@ -173,7 +175,11 @@ def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved:
     weights; ``curved``: plus the curvature term ``H_r (w_j - w_start)`` (the ``curvature`` step).
     A lone row (the coarsest chain) takes the problem's own function for the whole coarse step
     where it has one (:meth:`~pintrain.training.TrainingProblem.lone_steps`, asked by ``lagged``
-    and ``curvature``)."""
+    and ``curvature``); many rows with ``compile=True``, one compiled graph
+    (:meth:`~pintrain.training.TrainingProblem.fused_sub_interval`)."""
+    fused = problem.fused_sub_interval(S, ks, r, curved)
+    if fused is not None:
+        return fused
     W = S[:, : problem.n_params]
     G = problem.gradient_steps(W, ks, r)
     W0 = W * 1 if curved else None  # a copy: S's rows may be updated in place
