@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from pintrain.torch.suite import CASES, run_case, settings_for, table
+from pintrain.torch.suite import CASES, CFACTOR, run_case, settings_for, table
 
 __all__ = ["CASES", "run_case", "settings_for", "table"]
 
@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1024,4096,16384")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--levels", type=int, default=3)
+    ap.add_argument("--cfactor", type=int, default=CFACTOR)
+    ap.add_argument("--relax", default="FCF", help="relaxation (F, FCF, ...)")
     ap.add_argument("--max-iter", type=int, default=30)
     ap.add_argument("--coarse", default=None, help="coarse propagator for every case (default: fit's)")
     ap.add_argument("--max-ratio", type=int, default=4)
@@ -54,6 +56,8 @@ def main() -> None:
                 nested=args.nested,
                 coarse=args.coarse,
                 max_ratio=args.max_ratio if args.coarse else None,
+                cfactor=args.cfactor,
+                relax=args.relax,
             )
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -35,6 +35,16 @@ def test_the_model_counts_one_v_cycle():
     assert iteration_seconds(hier, StepCosts([1], [1.0], [0.0])) == pytest.approx(12 + 1 + 4)
 
 
+def test_the_coarsest_chain_costs_its_lone_steps():
+    # the coarsest level's sequential steps take their own path (problem.step), measured apart: the
+    # compiled curvature chain's lone step costs a fraction of a batched call of one row
+    hier = Hierarchy(16, SolverOptions(levels=2, cfactor=4))
+    costs = StepCosts([1, 4], [1.0, 1.0], [0.0, 0.0], lone=[0.5, 0.25])
+    assert iteration_seconds(hier, costs) == pytest.approx(12 + 1 + 4 * 0.25)
+    assert costs.lone_at(2) == pytest.approx(0.5**1.5)  # interpolated in log-log as at()
+    assert StepCosts([1, 4], [1.0, 1.0], [0.5, 0.5]).lone_at(4) == 1.5  # not measured: a + b
+
+
 def test_cheap_coarse_steps_get_a_long_first_coarsening():
     p = model_problem("xor", steps=16384)
     choice = choose(p, SolverOptions(), costs=flat())
@@ -69,26 +79,33 @@ def test_measured_choice_trains_xor_to_serial():
 
 def test_measuring_stops_before_a_probe_that_would_overrun_its_budget(monkeypatch):
     # a step whose cost grows with the spacing m (the chain propagators: m / r calls a step), timed
-    # as given here: the probe of spacing 256 would take about 1.5 s of a 1 s budget, so it is not run,
+    # as given here: the probe of spacing 256 would take about 2 s of a 1 s budget, so it is not run,
     # and the costs there are extrapolated from 16 and 64
     from pintrain.mgrit import autotune
 
-    real_step_many, spacings = autotune.step_many, []
+    real_step_many, real_lone_step, spacings, kinds = autotune.step_many, autotune.lone_step, [], []
 
     def step_many(problem, U, ks, m, *args):
         spacings.append(m)
+        kinds.append("one" if U.shape[0] == 1 else "many")
         return real_step_many(problem, U, ks, m, *args)
+
+    def lone_step(problem, u, k, m):
+        kinds.append("lone")
+        return real_lone_step(problem, u, k, m)
 
     def best(fn, repeat):
         fn()
-        return (1e-3 if len(spacings) % 2 else 1.5e-3) * spacings[-1]  # one row, then a batch of rows
+        return {"one": 1e-3, "many": 1.5e-3, "lone": 0.5e-3}[kinds[-1]] * spacings[-1]
 
     monkeypatch.setattr(autotune, "step_many", step_many)
+    monkeypatch.setattr(autotune, "lone_step", lone_step)
     monkeypatch.setattr(autotune, "_best", best)
     costs = autotune.measure(model_problem("xor", steps=4096), max_spacing=1024, budget_s=1.0)
     assert costs.spacings == [1, 4, 16, 64] and 256 not in spacings
     a64, _ = costs.at(64)
     assert costs.at(256)[0] > 3 * a64  # the trend of the last two (here about 4 times), not flat
+    assert costs.lone == pytest.approx([0.5e-3 * m for m in (1, 4, 16, 64)])  # each spacing's lone step
 
     # a first probe that alone overruns the budget (a slow step) still gets a second spacing: a trend
     # to extrapolate, not one cost for every spacing

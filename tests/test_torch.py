@@ -316,6 +316,31 @@ def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, ba
     assert clipped.lone_chain is None
 
 
+def test_compiled_chain_without_the_cpp_wrapper_where_it_cannot_be_built():
+    # on a CPU the chain's graphs call their kernels from C++; where that wrapper fails to build, the
+    # trial at construction falls back to inductor's Python wrapper, with the same values to rounding
+    from pintrain.torch.chain import LoneSubInterval
+
+    X, y = small_data()
+    kw = {"steps": 40, "batch_size": 16, "optimizer": make_optimizer("adam", 0.05), "coarse": "lagged"}
+    p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
+    assert p.lone_chain.cpp_wrapper
+    chain = LoneSubInterval(p, compiled=True)
+
+    def broken(*args):
+        raise RuntimeError("the C++ wrapper did not build")
+
+    chain._fn = broken
+    u = p.ops.asarray(p.u0)[None]
+    chain.trial(u, 8, False)
+    assert not chain.cpp_wrapper
+    want = p.lone_chain(u, np.array([4]), 8, False)
+    assert float((chain(u, np.array([4]), 8, False) - want).abs().max()) <= 1e-12 * float(want.abs().max())
+    chain._fn = broken  # a failure of the Python wrapper's graphs is the compile failure it was
+    with pytest.raises(RuntimeError, match="did not build"):
+        chain.trial(u, 8, False)
+
+
 @pytest.mark.parametrize(
     "name,hyper,coarse,batch,schedule",
     [

@@ -6,14 +6,16 @@ fixed cost per call, then a cost per row); both are measured on the problem itse
 spacings (1, 4, 16, ...) and interpolated between them (log-log).  One FCF V-cycle on a level of n
 steps with cfactor c makes about ``3 c`` calls over ``3 n`` rows in all at its own spacing, and one
 call over ``n / c`` rows at the next level's spacing (the restriction); the coarsest level is a
-sequential chain of lone calls.  The candidate hierarchies (a first cfactor of 4 to 64, then 4 or
-8, as many levels as leave at least two coarse points) are ranked by that time; the number of
-iterations is taken to be the same for all of them, which holds for coarse propagators that are
-stable at any spacing (``gauss-newton``, ``split``: measured in docs/performance.md), the only
-ones this is used for (``lagged`` and ``curvature`` take ``split``'s sub-intervals and are
-treated alike: ``curvature`` on the digits MLP with Adam at N = 4096 took 2 iterations with 3
-levels and cfactor 4, and with 2 levels and cfactor 4, 8, 16, 32 and 64; docs/performance.md).  A problem's
-``prepare()`` (the ``curvature`` table) runs before the timing and is reported apart.
+sequential chain of lone steps, whose cost is measured on their own path (``problem.step``: the
+compiled ``curvature`` chain's 0.8 ms a step of 16, where a batched call of one row took 5 ms).
+The candidate hierarchies (a first cfactor of 4 to 64, then 4 or 8, as many levels as leave at
+least two coarse points) are ranked by that time; the number of iterations is taken to be the same
+for all of them, which holds for coarse propagators that are stable at any spacing
+(``gauss-newton``, ``split``: measured in docs/performance.md), the only ones this is used for
+(``lagged`` and ``curvature`` take ``split``'s sub-intervals and are treated alike: ``curvature``
+on the digits MLP with Adam at N = 4096 took 2 iterations with 3 levels and cfactor 4, and with 2
+levels and cfactor 4, 8, 16, 32 and 64; docs/performance.md).  A problem's ``prepare()`` (the
+``curvature`` table) runs before the timing and is reported apart.
 """
 
 from __future__ import annotations
@@ -46,14 +48,26 @@ class StepCosts:
     per_row: list[float] = field(default_factory=list)
     seconds: float = 0.0  # time the measurement took
     setup_seconds: float = 0.0  # time the problem's prepare() took before it (a coarse step's table)
+    lone: list[float] = field(default_factory=list)  # seconds of one state's step on its own (the coarsest's)
 
     def at(self, m: int) -> tuple[float, float]:
         """``(a(m), b(m))``, interpolated in log-log between the measured spacings (extrapolated
         from the last two beyond them)."""
+        a, b = self._interpolated(m, (self.per_call, self.per_row))
+        return a, b
+
+    def lone_at(self, m: int) -> float:
+        """The seconds of one step of spacing m on its own (``problem.step``: the coarsest level's
+        sequential chain), interpolated as :meth:`at`; ``a(m) + b(m)`` where it was not measured."""
+        if len(self.lone) != len(self.spacings):
+            return sum(self.at(m))
+        return self._interpolated(m, (self.lone,))[0]
+
+    def _interpolated(self, m: int, series: tuple[list[float], ...]) -> list[float]:
         s = np.log(np.asarray(self.spacings, dtype=float))
         x = math.log(m)
         out = []
-        for ys in (self.per_call, self.per_row):
+        for ys in series:
             y = np.log(np.maximum(np.asarray(ys, dtype=float), 1e-12))
             if len(s) == 1:
                 out.append(float(np.exp(y[0])))
@@ -63,7 +77,14 @@ class StepCosts:
             else:  # the trend of the last two, never falling
                 slope = max((y[-1] - y[-2]) / (s[-1] - s[-2]), 0.0)
                 out.append(float(np.exp(y[-1] + slope * (x - s[-1]))))
-        return out[0], out[1]
+        return out
+
+
+def lone_step(problem: Any, u: Any, k: int, m: int) -> Any:
+    """One state's step on its own: the path of the coarsest level's sequential solve (a model's
+    lone-row path, the ``curvature`` chain's compiled unit), which may cost far less, or more, than a
+    batched call of one row."""
+    return problem.step(u, k, m)
 
 
 def _best(fn: Any, repeat: int) -> float:
@@ -107,11 +128,13 @@ def measure(problem: Any, max_spacing: int, budget_s: float = 1.0) -> StepCosts:
             U = native.asarray(U)
         one = _best(lambda: step_many(problem, U[:1], ks[:1], m, batched, native), 3)  # noqa: B023
         many = _best(lambda: step_many(problem, U, ks, m, batched, native), 2)  # noqa: B023
+        lone = _best(lambda: lone_step(problem, U[0], int(ks[0]), m), 3)  # noqa: B023
         per_row = max((many - one) / (rows - 1), 0.0)
         costs.spacings.append(m)
         costs.per_call.append(max(one - per_row, one * 0.05))
         costs.per_row.append(max(per_row, 1e-9))
-        probe = 3 * one + 2 * many  # from the best times: a first call's compiling is not the step's cost
+        costs.lone.append(max(lone, 1e-9))
+        probe = 3 * one + 2 * many + 3 * lone  # the best times: a first call's compiling is not the step's cost
         spent += probe
         enough = len(costs.spacings) >= 2  # two spacings at least: a trend to extrapolate, not a flat cost
         if enough and (one + many > budget_s / 5 or spent > budget_s / 2 or spent + 4 * probe > budget_s):
@@ -128,8 +151,8 @@ def iteration_seconds(hier: Hierarchy, costs: StepCosts, nu: int = 1) -> float:
     levels = hier.levels
     for i, lev in enumerate(levels):
         a, b = costs.at(lev.spacing)
-        if lev.is_coarsest:
-            total += lev.n_steps * (a + b)
+        if lev.is_coarsest:  # a chain of lone steps
+            total += lev.n_steps * costs.lone_at(lev.spacing)
             continue
         c = lev.cfactor
         total += (nu + 2) * c * a + (nu + 2) * lev.n_steps * b
@@ -239,5 +262,6 @@ __all__ = [
     "candidates",
     "choose",
     "iteration_seconds",
+    "lone_step",
     "measure",
 ]

@@ -75,17 +75,20 @@ class LoneSubInterval:
         if self.graphs and not compiled:
             raise ValueError("CUDA graphs replay the compiled sub-interval: graphs=True needs compiled=True")
         self._fn: Any = self._chunk
+        self.cpp_wrapper = False  # whether the compiled graphs call their kernels from C++
         if self.graphs:
             self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode="reduce-overhead")
         elif compiled:  # on a CPU the graph's kernels called from C++, not from Python (CPP_WRAPPER)
-            options: dict[str, Any] | None = None
-            if CPP_WRAPPER and problem.device.type == "cpu":
-                options = {"cpp_wrapper": True}
-            self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, options=options)
+            self.cpp_wrapper = CPP_WRAPPER and problem.device.type == "cpu"
+            self._fn = self._compiled()
         self.chunk = CHUNK  # sub-intervals a compiled call takes at most
         self._steps: tuple[torch.Tensor | None, tuple[Any, ...]] | None = None
         self._table: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._entry_of: tuple[int, torch.Tensor] | None = None
+
+    def _compiled(self) -> Any:
+        options: dict[str, Any] | None = {"cpp_wrapper": True} if self.cpp_wrapper else None
+        return torch.compile(self._chunk, dynamic=False, fullgraph=True, options=options)
 
     def _gradients(
         self, w0: torch.Tensor, r: int, ix: torch.Tensor | None, X: torch.Tensor, y: torch.Tensor
@@ -161,7 +164,19 @@ class LoneSubInterval:
 
     def trial(self, S: torch.Tensor, m: int, curved: bool) -> None:
         """The m steps from step 0 without the term and (``curved``) with a zero table: compiles
-        their graphs before a solve needs them, without building the table."""
+        their graphs before a solve needs them, without building the table.  Where the C++ wrapper
+        cannot be built (a compiler that builds inductor's kernels but not its wrapper), the graphs
+        call their kernels from Python instead."""
+        try:
+            self._trial(S, m, curved)
+        except Exception:
+            if not self.cpp_wrapper:
+                raise
+            self.cpp_wrapper = False
+            self._fn = self._compiled()
+            self._trial(S, m, curved)
+
+    def _trial(self, S: torch.Tensor, m: int, curved: bool) -> None:
         float(self._steps_from(S, 0, m, None).sum())  # ``curvature``'s table is built with ``lagged`` steps
         if curved:
             rank, block = self.problem._curvature_shape()

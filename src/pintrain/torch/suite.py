@@ -186,9 +186,12 @@ def run_case(
     coarse: str | None = None,
     max_ratio: int | None = None,
     comm: Any = None,
+    cfactor: int = CFACTOR,
+    relax: str = "FCF",
 ) -> dict[str, Any]:
     """Case ``name`` trained for ``n`` steps serially and by MGRIT (``coarse``: fit's default when
-    None; ``comm`` as :func:`~pintrain.torch.fit`'s); the row of the suite's record."""
+    None; ``comm`` as :func:`~pintrain.torch.fit`'s; ``levels``, ``cfactor`` and ``relax`` the
+    solver's); the row of the suite's record."""
     data, make, loss, case = CASES[name]
     X, y = data()
     torch.manual_seed(0)
@@ -204,7 +207,7 @@ def run_case(
     label = case["optimizer"] + (f" (momentum {case['momentum']})" if case.get("momentum") else "")
     row: dict[str, Any] = {"case": name, "N": n, "serial_s": serial_s, "optimizer": label}
     try:
-        opts = SolverOptions(levels=levels, cfactor=CFACTOR, tol=TOL, max_iter=max_iter, nested=nested)
+        opts = SolverOptions(levels=levels, cfactor=cfactor, tol=TOL, max_iter=max_iter, nested=nested, relax=relax)
         res = fit(model, loss, X, y, options=opts, allow_unconverged=True, comm=comm, **kw)
         assert res.solver is not None
         row |= {
