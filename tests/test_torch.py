@@ -406,8 +406,11 @@ def test_compiled_fine_step_equals_the_separate_gradient_and_update(name, hyper,
     fused = p.step_many(S, ks, 1)
     out = torch.empty_like(S)
     assert p.step_many(S, ks, 1, out=out) is out and torch.equal(out, fused)
+    level = torch.zeros((400, S.shape[1]), dtype=S.dtype)  # into strided rows (F-relaxation's), the rest kept
+    assert p.step_many(S, ks, 1, out=level[1::2]) is not None and torch.equal(level[1::2], fused)
+    assert not level[0::2].any()
     few = p.step_many(S[:10], ks[:10], 1)
-    assert calls == [200, 200]  # 10 rows: the separate compiled calls
+    assert calls == [200, 200, 200]  # 10 rows: the separate compiled calls
     p.compiled_step = None
     separate = p.step_many(S, ks, 1)
     assert float((fused - separate).abs().max()) <= 1e-12 * float(separate.abs().max())
