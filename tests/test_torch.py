@@ -330,13 +330,15 @@ def test_compiled_chain_without_the_cpp_wrapper_where_it_cannot_be_built():
     def broken(*args):
         raise RuntimeError("the C++ wrapper did not build")
 
-    chain._fn = broken
+    compiled = chain._compiled
+    chain._compiled = lambda: broken if chain.cpp_wrapper else compiled()
     u = p.ops.asarray(p.u0)[None]
     chain.trial(u, 8, False)
     assert not chain.cpp_wrapper
     want = p.lone_chain(u, np.array([4]), 8, False)
     assert float((chain(u, np.array([4]), 8, False) - want).abs().max()) <= 1e-12 * float(want.abs().max())
-    chain._fn = broken  # a failure of the Python wrapper's graphs is the compile failure it was
+    chain._fns.clear()
+    chain._compiled = lambda: broken  # a failure of the Python wrapper's graphs is the compile failure it was
     with pytest.raises(RuntimeError, match="did not build"):
         chain.trial(u, 8, False)
 

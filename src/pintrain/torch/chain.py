@@ -12,9 +12,9 @@ loop every iteration.  :class:`LoneSubInterval` takes a whole coarse step (the p
 them (the module's weights set once for the r gradients, the steps' batch indices and coefficients
 read from tables made once on the device): about 700 us a sub-interval.  Compiled, up to ``CHUNK``
 sub-intervals are one graph (``fullgraph=True``: the gradients, the terms and the updates, the
-batch gather included): 90-100 us a sub-interval on a CPU, where the graph's kernels are called
-from C++ (:data:`CPP_WRAPPER`) and a sub-interval's r gradients are one vmap (130-140 us before,
-session 11; docs/performance.md).  On a CUDA device the
+batch gather included): 71-75 us a sub-interval on a CPU, where the graph's kernels are called
+from C++ (:data:`CPP_WRAPPER`), a sub-interval's r gradients are one vmap and a call checks only its
+tensors' guards (130-140 us before session 11; docs/performance.md).  On a CUDA device the
 compiled graph is replayed as a CUDA graph (``mode="reduce-overhead"``), one launch instead of a
 launch per kernel: on an H200, 245 us a sub-interval against 710 compiled without and 2230 eager,
 where a step of the torch loop took 1200.
@@ -29,6 +29,7 @@ clipping takes the propagator's own steps.
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import numpy as np
@@ -80,15 +81,36 @@ class LoneSubInterval:
             self._fn = torch.compile(self._chunk, dynamic=False, fullgraph=True, mode="reduce-overhead")
         elif compiled:  # on a CPU the graph's kernels called from C++, not from Python (CPP_WRAPPER)
             self.cpp_wrapper = CPP_WRAPPER and problem.device.type == "cpu"
-            self._fn = self._compiled()
+        self._fns: dict[tuple[tuple[int, ...], bool, bool], Any] = {}  # a compiled function per variant
         self.chunk = CHUNK  # sub-intervals a compiled call takes at most
         self._steps: tuple[torch.Tensor | None, tuple[Any, ...]] | None = None
         self._table: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._entry_of: tuple[int, torch.Tensor] | None = None
 
     def _compiled(self) -> Any:
-        options: dict[str, Any] | None = {"cpp_wrapper": True} if self.cpp_wrapper else None
-        return torch.compile(self._chunk, dynamic=False, fullgraph=True, options=options)
+        """A compiled function for one variant of the chunk (its lengths, with or without the term,
+        with or without batch indices), which checks only its tensors' guards when called
+        (``keep_tensor_guards_unsafe``): the guards on everything else a call reads (the problem,
+        the optimizer's hyper-parameters, the module's structure, the lengths, which arguments are
+        None) cost 130 us a call of 4 sub-intervals, and none of it changes for a problem's chain
+        except what the variant fixes (docs/performance.md, session 11)."""
+        options: dict[str, Any] = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
+        if self.cpp_wrapper:
+            options["cpp_wrapper"] = True
+        # dynamo keeps its compiled code per code object: each variant gets a code object of its own,
+        # so that one variant's graph, whose guards no longer tell the variants apart, serves no other
+        own = LoneSubInterval._chunk
+        code = types.FunctionType(own.__code__.replace(), own.__globals__, own.__name__, own.__defaults__)
+        return torch.compile(types.MethodType(code, self), dynamic=False, fullgraph=True, options=options)
+
+    def _function(self, lengths: tuple[int, ...], curved: bool, batched: bool) -> Any:
+        """The chunk's function: eager, or CUDA graphs, one for all; compiled, one per variant."""
+        if not self.compiled or self.graphs:
+            return self._fn
+        key = (lengths, curved, batched)
+        if key not in self._fns:
+            self._fns[key] = self._compiled()
+        return self._fns[key]
 
     def _gradients(
         self, w0: torch.Tensor, r: int, ix: torch.Tensor | None, X: torch.Tensor, y: torch.Tensor
@@ -173,7 +195,7 @@ class LoneSubInterval:
             if not self.cpp_wrapper:
                 raise
             self.cpp_wrapper = False
-            self._fn = self._compiled()
+            self._fns.clear()
             self._trial(S, m, curved)
 
     def _trial(self, S: torch.Tensor, m: int, curved: bool) -> None:
@@ -222,8 +244,9 @@ class LoneSubInterval:
         if table is not None:
             Bt, s, block = table
             entries = self._entries(block)[k : k + m : lengths[0]]  # each sub-interval's start's entry
+        fn = self._function(lengths, Bt is not None, ix is not None)
         with torch.no_grad():  # one grad mode for every call (a guard of the graph); grad() ignores it
-            out = self._fn(S[0], lengths, ix, problem.model.X, problem.model.y, coefficients, Bt, s, entries)
+            out = fn(S[0], lengths, ix, problem.model.X, problem.model.y, coefficients, Bt, s, entries)
         return out.clone() if self.graphs else out  # a graph's output is overwritten by its next replay
 
     def _term_table(self) -> tuple[torch.Tensor, torch.Tensor, int]:
