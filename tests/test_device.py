@@ -189,3 +189,32 @@ def test_cuda_graph_chain_equals_the_eager_chain():
         for got, copy, want in kept:
             assert got.device.type == "cuda" and torch.equal(got, copy)  # not overwritten by later replays
             assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_compiled_chain_without_graphs_and_batched_sub_intervals_equal_eager():
+    # compile=True on a GPU without CUDA graphs (a compiled function per variant, its tensors' guards
+    # alone) gives the eager chain's states; a sub-interval of many rows in one compiled graph gives the
+    # propagator's own steps (session 11's compiled paths, first built on a CPU)
+    from pintrain.torch.chain import LoneSubInterval
+
+    X, y = data()
+    kw = {"steps": 300, "batch_size": 16, "optimizer": make_optimizer("adam", 0.01), "seed": 2, "device": "cuda"}
+    p = TorchProblem(net(), nn.CrossEntropyLoss(), X, y, coarse="curvature", compile=True, **kw)
+    p.prepare()
+    chain, eager = LoneSubInterval(p, compiled=True, graphs=False), LoneSubInterval(p)
+    S0 = p.ops.asarray(p.u0[None])
+    for curved in (False, True):
+        S, E = S0, S0
+        for k, m in ((0, 16), (16, 2), (18, 1), (19, 8), (27, 5)):
+            S, E = chain(S, np.array([k]), m, curved), eager(E, np.array([k]), m, curved)
+            assert S.device.type == "cuda" and float((S - E).abs().max()) <= 1e-12 * float(E.abs().max())
+    assert p.compiled_sub_interval is not None
+    g = torch.Generator().manual_seed(1)
+    U = p.ops.asarray(p.u0).repeat(150, 1)
+    U[:, : p.n_params] += 0.1 * torch.randn(150, p.n_params, generator=g, dtype=U.dtype).cuda()
+    ks = np.arange(150) + 50
+    fused = p.step_many(U, ks, 5)
+    p.compiled_sub_interval = None
+    own = p.step_many(U, ks, 5)
+    assert fused.device.type == "cuda" and float((fused - own).abs().max()) <= 1e-12 * float(own.abs().max())
