@@ -344,22 +344,23 @@ def test_compiled_chain_without_the_cpp_wrapper_where_it_cannot_be_built():
 
 
 @pytest.mark.parametrize(
-    "name,hyper,coarse,batch,schedule",
+    "name,hyper,batch,schedule",
     [
-        ("adam", {}, "curvature", 16, None),
-        ("adamw", {"weight_decay": 0.1}, "lagged", 16, 0.98),
-        ("momentum", {"momentum": 0.9}, "curvature", None, 0.98),  # full batch: no batch table
+        ("adamw", {"weight_decay": 0.1}, 16, 0.98),
+        ("momentum", {"momentum": 0.9}, None, None),  # full batch: no batch table
     ],
     ids=lambda v: str(v),
 )
-def test_compiled_sub_intervals_of_many_rows_equal_the_propagator_s_steps(name, hyper, coarse, batch, schedule):
+def test_compiled_sub_intervals_of_many_rows_equal_the_propagator_s_steps(name, hyper, batch, schedule):
     # compile=True: a lagged / curvature sub-interval of 64 rows or more is one graph (the r gradients at
     # its start, each row's table entry gathered in the graph, the r updates), the same to rounding as the
     # propagator's own steps; fewer rows take those
+    from pintrain.training.propagators import curved_steps, lagged_steps
+
     X, y = small_data()
     rates = None if schedule is None else [0.05 * schedule**k for k in range(300)]
-    kw = {"steps": 300, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper), "coarse": coarse}
-    kw |= {"coarse_options": {"rank": 3, "block": 8} if coarse == "curvature" else None}
+    kw = {"steps": 300, "batch_size": batch, "optimizer": make_optimizer(name, 0.05, **hyper), "coarse": "curvature"}
+    kw |= {"coarse_options": {"rank": 3, "block": 8}}
     p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, compile=True, lr_schedule=rates, **kw)
     fused = p.compiled_sub_interval
     assert fused is not None
@@ -369,20 +370,19 @@ def test_compiled_sub_intervals_of_many_rows_equal_the_propagator_s_steps(name, 
     g = torch.Generator().manual_seed(1)
     S = p.ops.asarray(p.u0).repeat(150, 1)
     S[:, : p.n_params] += 0.1 * torch.randn(150, p.n_params, generator=g, dtype=S.dtype)
-    ks = np.arange(150) + 50  # rows over many table entries (block 8), out of order in none
+    ks = np.arange(150) + 50  # rows over many table entries (block 8)
     together = p.step_many(S, ks, 5)  # sub-intervals of 2, 1 and 2 steps
     few = p.step_many(S[:10], ks[:10], 5)
-    curved = coarse == "curvature"
-    assert calls == [(150, 2, curved), (150, 1, curved), (150, 2, curved)]  # 10 rows: the propagator's steps
+    plain = lagged_steps(p, S, ks, 2)  # a lagged sub-interval: no term
+    assert calls == [(150, 2, True), (150, 1, True), (150, 2, True), (150, 2, False)]  # 10 rows: the propagator's
     p.compiled_sub_interval = None
     own = p.step_many(S, ks, 5)
-    assert float((together - own).abs().max()) <= 1e-12 * float(own.abs().max())
-    assert float((few - own[:10]).abs().max()) <= 1e-12 * float(own.abs().max())
-    if curved:  # the table's term is in the graph: the lagged step (no term) is another step
-        kw_lagged = kw | {"coarse": "lagged", "coarse_options": None}
-        lagged = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, lr_schedule=rates, **kw_lagged)
-        P = p.n_params
-        assert float((together - lagged.step_many(S, ks, 5))[:, :P].abs().max()) > 1e-6 * float(own[:, :P].abs().max())
+    scale = float(own.abs().max())
+    assert float((together - own).abs().max()) <= 1e-12 * scale
+    assert float((few - own[:10]).abs().max()) <= 1e-12 * scale
+    assert float((plain - lagged_steps(p, S, ks, 2)).abs().max()) <= 1e-12 * scale
+    P = p.n_params  # and the table's term is in the curved graph: the lagged sub-interval is another step
+    assert float((curved_steps(p, S, ks, 2) - plain)[:, :P].abs().max()) > 1e-6 * float(S[:, :P].abs().max())
 
 
 @pytest.mark.parametrize(
