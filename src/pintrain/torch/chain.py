@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.func import grad, vmap
 
+from ..training.curvature import lone_term
 from ..training.propagators import _lengths
 from ..training.schedule import check_steps
 
@@ -144,7 +145,7 @@ class LoneSubInterval:
         for j in range(r):
             g = G[j]
             if Bt is not None and s is not None and j > 0:
-                g = g + ((Bt @ (S[0, :P] - w0)) * s) @ Bt
+                g = g + lone_term(S[0, :P] - w0, Bt, s)
             c = tuple(x[j : j + 1] if isinstance(x, torch.Tensor) else x for x in coefficients)
             S = optimizer.fine_apply(S, g[None], c, problem.ops)
         return S
@@ -201,11 +202,9 @@ class LoneSubInterval:
     def _trial(self, S: torch.Tensor, m: int, curved: bool) -> None:
         float(self._steps_from(S, 0, m, None).sum())  # ``curvature``'s table is built with ``lagged`` steps
         if curved:
-            rank, block = self.problem._curvature_shape()
-            entries = -(-self.problem.n_steps // block)
-            zeros = (S.new_zeros((entries, rank, self.problem.n_params)), S.new_zeros((entries, rank)))
-            self._mark_static(zeros)
-            float(self._steps_from(S, 0, m, (*zeros, block)).sum())
+            zeros = self.problem.curvature_zeros(S)
+            self._mark_static(zeros[:2])
+            float(self._steps_from(S, 0, m, zeros).sum())
 
     def _steps_from(
         self, S: torch.Tensor, k: int, m: int, table: tuple[torch.Tensor, torch.Tensor, int] | None
@@ -252,8 +251,7 @@ class LoneSubInterval:
     def _term_table(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The stacked curvature table ``(Bt, s, block)`` (built on first use)."""
         if self._table is None:
-            table = self.problem._curvature_table()
-            self._table = (table._Bt, table._s, table.block)
+            self._table = self.problem._curvature_table().stacked
             self._mark_static(self._table[:2])
         return self._table
 

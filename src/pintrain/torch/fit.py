@@ -98,9 +98,10 @@ def fit(
     ``levels``, ``cfactor``, ``options`` (and ``nested`` left on), the cost model picks levels and
     cfactors from the problem's measured step costs for 512 steps or more
     (:func:`pintrain.mgrit.autotune.auto_layout`; on the digits MLP with Adam at 16384 steps it takes
-    about 1-2 s to measure and picks 2 levels and cfactor 32, 2.4 times faster than 3 levels and
-    cfactor 4) when the coarse propagator is stable at any spacing (all but "union"), else 3 levels
-    and cfactor 4; ``levels="auto"`` asks for it at any number of steps
+    about 1-2 s to measure and picks 2 levels and a cfactor of 16 to 64, whose modelled times lie
+    within a few percent; 2 levels and cfactor 32 were 2.4 times faster than 3 levels and cfactor
+    4) when the coarse propagator is stable at any spacing (all but "union"), else 3 levels and
+    cfactor 4; ``levels="auto"`` asks for it at any number of steps
     (:func:`pintrain.mgrit.autotune.choose`).  ``nested=True`` (the default) starts from nested
     iteration (the coarsest level solved first, its trajectory carried up), not from copies of the
     initial state: a copy of the initial state at step k has empty optimizer slots under step k's

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..arrays import ArrayOps
+from ..training.curvature import rows_term
 from ..training.optimizers import SGD, Optimizer
 
 # fewer rows than this take the eager update: a lone row (the coarsest level's chain) or a handful
@@ -157,18 +158,13 @@ class CompiledSubInterval:
         for j, c in enumerate(cs):
             g = G if ix is None else G[:, j]
             if Bt is not None and s is not None and j > 0:
-                coef = ((S[:, :P] - W0)[:, None, :] * Bt).sum(2) * s
-                g = g + (coef[:, :, None] * Bt).sum(1)
+                g = g + rows_term(S[:, :P] - W0, Bt, s)
             S = problem.optimizer.fine_apply(S, g, c, problem.ops)
         return S
 
     def __call__(self, S: torch.Tensor, ks: np.ndarray, r: int, curved: bool) -> torch.Tensor:
         """The r steps from ``ks`` of every row of ``S``: ``lagged_steps`` (``curved``: with the term)."""
-        table = None
-        if curved:
-            built = self.problem._curvature_table()
-            table = (built._Bt, built._s, built.block)
-        return self._run(S, ks, r, table)
+        return self._run(S, ks, r, self.problem._curvature_table().stacked if curved else None)
 
     def trial(self, S: torch.Tensor, r: int, curved: bool) -> None:
         """Compile a call of ``S``'s rows now, from step 0 (``curved``: also with a zero table), without
@@ -176,10 +172,7 @@ class CompiledSubInterval:
         ks = np.zeros(S.shape[0], dtype=np.int64)
         float(self._run(S, ks, r, None).sum())
         if curved:
-            rank, block = self.problem._curvature_shape()
-            entries = -(-self.problem.n_steps // block)
-            zeros = (S.new_zeros((entries, rank, self.problem.n_params)), S.new_zeros((entries, rank)), block)
-            float(self._run(S, ks, r, zeros).sum())
+            float(self._run(S, ks, r, self.problem.curvature_zeros(S)).sum())
 
     def _run(
         self, S: torch.Tensor, ks: np.ndarray, r: int, table: tuple[torch.Tensor, torch.Tensor, int] | None

@@ -75,13 +75,29 @@ class CurvatureTable:
         level's sequential chain, which takes this path at any rank count (a row's value here may
         differ in rounding from :meth:`term`'s, so the choice is by path, never by row count)."""
         b = int(k) // self.block
-        Bt = self.Bt[b]
-        return ((Bt @ dw[0]) * self.s[b]) @ Bt
+        return lone_term(dw[0], self.Bt[b], self.s[b])
+
+    @property
+    def stacked(self) -> tuple[Any, Any, int]:
+        """``(Bt, s, block)``: all entries stacked, as a compiled step takes them."""
+        return self._Bt, self._s, self.block
 
     def _term_rows(self, dW: Any, b: int) -> Any:
-        Bt = self._Bt[b]
-        c = (dW[:, None, :] * Bt).sum(2) * self._s[b]  # (rows, rank): each direction's coefficient
-        return (c[:, :, None] * Bt).sum(1)
+        return rows_term(dW, self._Bt[b], self._s[b])
+
+
+def lone_term(dw: Any, Bt: Any, s: Any) -> Any:
+    """``H_r dw`` of one change ``dw`` (P,) with one entry's ``Bt`` (rank, P) and ``s`` (rank,): two
+    matrix-vector products (the coarsest chain's path)."""
+    return ((Bt @ dw) * s) @ Bt
+
+
+def rows_term(dW: Any, Bt: Any, s: Any) -> Any:
+    """``H_r dw`` for every row of ``dW`` (rows, P), with one entry for all rows (``Bt`` (rank, P),
+    ``s`` (rank,)) or each row's own ((rows, rank, P), (rows, rank)): elementwise products and
+    reductions within a row, so that a row's value does not depend on the other rows."""
+    c = (dW[:, None, :] * Bt).sum(-1) * s  # (rows, rank): each direction's coefficient
+    return (c[..., None] * Bt).sum(-2)
 
 
 def build(problem: Any, rank: int, block: int) -> CurvatureTable:

@@ -248,6 +248,14 @@ class TrainingProblem:
         )
         return rank, block
 
+    def curvature_zeros(self, like: Any) -> tuple[Any, Any, int]:
+        """A table of zeros of this problem's shape, stacked as :attr:`CurvatureTable.stacked
+        <pintrain.training.curvature.CurvatureTable.stacked>`: what a compiled step's trial call
+        takes before the table is built."""
+        rank, block = self._curvature_shape()
+        entries = -(-self.n_steps // block)
+        return self.ops.zeros((entries, rank, self.n_params), like), self.ops.zeros((entries, rank), like), block
+
     def prepare(self) -> None:
         """Build now what the coarse propagator builds on first use (the ``curvature`` table), so
         that a timing of the steps (the cost model's) does not count it; its seconds stay in
