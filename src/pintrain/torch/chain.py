@@ -37,7 +37,7 @@ import torch
 from torch.func import grad, vmap
 
 from ..training.curvature import lone_term
-from ..training.propagators import _lengths
+from ..training.propagators import _lengths, lagged_updates
 from ..training.schedule import check_steps
 
 CUDA_GRAPHS = True
@@ -139,16 +139,14 @@ class LoneSubInterval:
     ) -> torch.Tensor:
         problem = self.problem
         optimizer, P = problem.optimizer, problem.n_params
-        S = u[None]
-        w0 = u[:P]
-        G = self._gradients(w0, r, ix, X, y)
-        for j in range(r):
-            g = G[j]
-            if Bt is not None and s is not None and j > 0:
-                g = g + lone_term(S[0, :P] - w0, Bt, s)
+        G = self._gradients(u[:P], r, ix, X, y)
+
+        def update(S: torch.Tensor, g: torch.Tensor, j: int) -> torch.Tensor:
             c = tuple(x[j : j + 1] if isinstance(x, torch.Tensor) else x for x in coefficients)
-            S = optimizer.fine_apply(S, g[None], c, problem.ops)
-        return S
+            return optimizer.fine_apply(S, g, c, problem.ops)
+
+        term = None if Bt is None or s is None else (lambda dW: lone_term(dW[0], Bt, s)[None])
+        return lagged_updates(u[None], P, r, lambda j: G[j][None], update, term)
 
     def _chunk(
         self,

@@ -23,6 +23,7 @@ import torch
 from ..arrays import ArrayOps
 from ..training.curvature import rows_term
 from ..training.optimizers import SGD, Optimizer
+from ..training.propagators import lagged_updates
 
 # fewer rows than this take the eager update: a lone row (the coarsest level's chain) or a handful
 # gain little from one fused kernel and would each cost a graph of their own (dynamo specialises 1 row)
@@ -153,14 +154,18 @@ class CompiledSubInterval:
         else:  # ix: (rows, r, batch)
             per_row = torch.func.vmap(torch.func.grad(model._loss_one), in_dims=(None, 0, 0))  # one row's r batches
             G = torch.func.vmap(per_row)(W0, X[ix], y[ix])
+        term = None
         if Bt is not None and s is not None and entries is not None:
             Bt, s = Bt[entries], s[entries]  # (rows, rank, P), (rows, rank): indexed loads of the fused kernels
-        for j, c in enumerate(cs):
-            g = G if ix is None else G[:, j]
-            if Bt is not None and s is not None and j > 0:
-                g = g + rows_term(S[:, :P] - W0, Bt, s)
-            S = problem.optimizer.fine_apply(S, g, c, problem.ops)
-        return S
+            term = lambda dW: rows_term(dW, Bt, s)  # noqa: E731
+        return lagged_updates(
+            S,
+            P,
+            len(cs),
+            lambda j: G if ix is None else G[:, j],
+            lambda S, g, j: problem.optimizer.fine_apply(S, g, cs[j], problem.ops),
+            term,
+        )
 
     def __call__(self, S: torch.Tensor, ks: np.ndarray, r: int, curved: bool) -> torch.Tensor:
         """The r steps from ``ks`` of every row of ``S``: ``lagged_steps`` (``curved``: with the term)."""

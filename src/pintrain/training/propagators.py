@@ -180,14 +180,39 @@ def lagged_steps(problem: CoarseContext, S: Any, ks: np.ndarray, r: int, curved:
     fused = problem.fused_sub_interval(S, ks, r, curved)
     if fused is not None:
         return fused
-    W = S[:, : problem.n_params]
-    G = problem.gradient_steps(W, ks, r)
-    W0 = W * 1 if curved else None  # a copy: S's rows may be updated in place
+    G = problem.gradient_steps(S[:, : problem.n_params], ks, r)
+    return lagged_updates(
+        S,
+        problem.n_params,
+        r,
+        lambda j: G[:, j],
+        lambda S, g, j: problem.fine_update(S, problem.clip(g), ks + j),
+        (lambda dW: problem.curvature_term(dW, ks)) if curved else None,
+        copy=True,  # S's rows may be updated in place
+    )
+
+
+def lagged_updates(
+    S: Any,
+    P: int,
+    r: int,
+    gradient: Callable[[int], Any],
+    update: Callable[[Any, Any, int], Any],
+    term: Callable[[Any], Any] | None,
+    copy: bool = False,
+) -> Any:
+    """The r optimizer steps of a ``lagged`` / ``curvature`` sub-interval from the rows ``S``, written
+    once for the propagator's steps and the compiled graphs (the coarsest chain's lone sub-intervals,
+    :mod:`pintrain.torch.chain`; many rows, :class:`pintrain.torch.update.CompiledSubInterval`): step
+    j applies ``update(S, g, j)`` with ``g = gradient(j)``, the gradient of its batch at the start's
+    weights, plus from the second step on ``term(w_j - w_0)`` (the ``curvature`` term; None: none).
+    ``copy``: keep the start's weights as a copy (an update that writes into its rows)."""
+    W0 = S[:, :P] * 1 if copy and term is not None else S[:, :P]
     for j in range(r):
-        g = G[:, j]
-        if curved and j > 0:
-            g = g + problem.curvature_term(S[:, : problem.n_params] - W0, ks)
-        S = problem.fine_update(S, problem.clip(g), ks + j)
+        g = gradient(j)
+        if term is not None and j > 0:
+            g = g + term(S[:, :P] - W0)
+        S = update(S, g, j)
     return S
 
 
