@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--coarse", default=None, help="coarse propagator for every case (default: fit's)")
     ap.add_argument("--max-ratio", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rank", type=int, default=None, help="curvature table: directions an entry (default 8)")
+    ap.add_argument("--block", type=int, default=None, help="curvature table: steps an entry (default 64)")
     ap.add_argument("--no-nested", dest="nested", action="store_false", help="start from u0 (fit's default: nested)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/convergence.json"))
     args = ap.parse_args()
@@ -58,6 +60,7 @@ def main() -> None:
                 max_ratio=args.max_ratio if args.coarse else None,
                 cfactor=args.cfactor,
                 relax=args.relax,
+                coarse_options={k: v for k, v in (("rank", args.rank), ("block", args.block)) if v is not None} or None,
             )
             rows.append(row)
             print(json.dumps(row), flush=True)

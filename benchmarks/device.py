@@ -59,6 +59,8 @@ def main() -> None:
     )
     ap.add_argument("--max-ratio", type=int, default=2, help="split: longest sub-interval (fit's default 2)")
     ap.add_argument("--max-iter", type=int, default=60)
+    ap.add_argument("--rank", type=int, default=None, help="curvature table: directions an entry (default 8)")
+    ap.add_argument("--block", type=int, default=None, help="curvature table: steps an entry (default 64)")
     ap.add_argument(
         "--nested", action=argparse.BooleanOptionalAction, default=True, help="nested iteration (fit's default)"
     )
@@ -83,6 +85,7 @@ def main() -> None:
         step_costs(args)
         return
     rows = []
+    table_options = {k: v for k, v in (("rank", args.rank), ("block", args.block)) if v is not None}
     for dtype in args.dtypes.split(","):
         for name in args.optimizers.split(","):
             lr = 0.002 if name.startswith("adam") else 0.05
@@ -97,6 +100,7 @@ def main() -> None:
                     coarse=args.coarse,
                     max_ratio=args.max_ratio,
                     compile=args.compile,
+                    coarse_options=table_options or None,
                 )
                 levels = args.levels or 64
                 opts = SolverOptions(
@@ -119,6 +123,7 @@ def main() -> None:
                     "dtype": dtype,
                     "N": n,
                     "coarse": p.coarse,
+                    "coarse_options": table_options,
                     "max_ratio": args.max_ratio,
                     "levels": len(Hierarchy(n, opts)),
                     "nested": args.nested,

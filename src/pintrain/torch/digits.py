@@ -80,12 +80,14 @@ def digits_problem(
     dtype: str = "float64",
     device: str | None = None,
     compile: bool = False,
+    coarse_options: dict[str, Any] | None = None,
     **optimizer_kwargs: Any,
 ) -> TorchProblem:
     """A digits model problem: the network ``name`` ("digits-mlp" or "digits-cnn"), initialised from
     ``seed``, trained with cross-entropy on the training split; test accuracy via ``metrics``.
     These defaults are the problem's (the CLI passes on only what the user sets); ``lr`` defaults
-    to 0.002 for Adam/AdamW and 0.05 otherwise."""
+    to 0.002 for Adam/AdamW and 0.05 otherwise; ``coarse_options`` as :class:`TorchProblem`'s (the
+    curvature table's ``rank`` and ``block``)."""
     if lr is None:
         lr = 0.002 if optimizer.startswith("adam") else 0.05
     if name not in MODELS:
@@ -109,4 +111,5 @@ def digits_problem(
         test_data=(data.X_test, data.y_test),
         device=device,
         compile=compile,
+        coarse_options=coarse_options,
     )

@@ -188,10 +188,12 @@ def run_case(
     comm: Any = None,
     cfactor: int = CFACTOR,
     relax: str = "FCF",
+    coarse_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Case ``name`` trained for ``n`` steps serially and by MGRIT (``coarse``: fit's default when
     None; ``comm`` as :func:`~pintrain.torch.fit`'s; ``levels``, ``cfactor`` and ``relax`` the
-    solver's); the row of the suite's record."""
+    solver's; ``coarse_options`` as fit's, e.g. the curvature table's ``rank`` and ``block``); the
+    row of the suite's record."""
     data, make, loss, case = CASES[name]
     X, y = data()
     torch.manual_seed(0)
@@ -208,7 +210,9 @@ def run_case(
     row: dict[str, Any] = {"case": name, "N": n, "serial_s": serial_s, "optimizer": label}
     try:
         opts = SolverOptions(levels=levels, cfactor=cfactor, tol=TOL, max_iter=max_iter, nested=nested, relax=relax)
-        res = fit(model, loss, X, y, options=opts, allow_unconverged=True, comm=comm, **kw)
+        res = fit(
+            model, loss, X, y, options=opts, allow_unconverged=True, comm=comm, coarse_options=coarse_options, **kw
+        )
         assert res.solver is not None
         row |= {
             "iterations": res.solver.iterations,
