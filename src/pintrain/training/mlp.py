@@ -162,7 +162,7 @@ class MLP:
                     gw = np.matmul(delta.reshape(B * o, M), a_prev.T).reshape(B, -1)
                 else:
                     gw = np.matmul(delta, a_prev.transpose(0, 2, 1)).reshape(B, -1)
-                gb = delta.sum(axis=2)
+                gb = delta.sum(axis=2) if b is not None else None  # (a network without biases: none)
                 axis = -1
             grads.append(np.concatenate([gw, gb], axis=axis) if b is not None else gw)
             if n > 0:
