@@ -321,6 +321,30 @@ def test_lone_sub_interval_equals_the_propagator_s_steps(name, hyper, coarse, ba
     assert clipped.lone_chain is None
 
 
+def test_the_cuda_graph_chain_s_own_logic_on_a_cpu():
+    # the chain's CUDA-graph path (graphs=True: one function for every variant, its tensors marked
+    # static, each result cloned off the graph's output) run on a CPU, where torch.compile's
+    # "reduce-overhead" leaves out the CUDA graphs themselves: a chain of coarse steps, lagged and
+    # curved, whole chunks and single sub-intervals, gives the eager chain's states, and a result kept
+    # across later calls is not overwritten (tests/test_device.py runs the same on a GPU, with graphs)
+    from pintrain.torch.chain import LoneSubInterval
+
+    X, y = small_data()
+    kw = {"steps": 40, "batch_size": 16, "optimizer": make_optimizer("adam", 0.05), "coarse": "curvature"}
+    p = TorchProblem(small_net(), nn.CrossEntropyLoss(), X, y, coarse_options={"rank": 3, "block": 8}, **kw)
+    chain, eager = LoneSubInterval(p, compiled=True, graphs=True), LoneSubInterval(p)
+    assert chain.graphs and not chain.cpp_wrapper
+    S0 = p.ops.asarray(p.u0[None])
+    for curved in (False, True):
+        S, E, kept = S0, S0, []
+        for k, m in ((0, 16), (16, 2), (18, 1), (19, 8), (27, 5), (32, 2)):  # chunks of 4 sub-intervals, and fewer
+            S, E = chain(S, np.array([k]), m, curved), eager(E, np.array([k]), m, curved)
+            kept.append((S, S.clone(), E))
+        for got, at_the_time, want in kept:
+            assert torch.equal(got, at_the_time)
+            assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max())
+
+
 def test_compiled_chain_without_the_cpp_wrapper_where_it_cannot_be_built():
     # on a CPU the chain's graphs call their kernels from C++; where that wrapper fails to build, the
     # trial at construction falls back to inductor's Python wrapper, with the same values to rounding
