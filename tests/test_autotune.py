@@ -191,6 +191,9 @@ def test_fit_without_a_layout_takes_the_cost_models_choice_from_auto_min_steps(m
     chosen = res.solver.options
     assert isinstance(chosen.cfactor, tuple) and chosen.cfactor[0] in autotune.FIRST  # a candidate's
     assert np.abs(res.states - serial.states).max() < 1e-8
+    # the hierarchy it took, given, repeats the run bit for bit (no measuring)
+    again = fit(net, nn.CrossEntropyLoss(), X, y, steps=n, levels=chosen.levels, cfactor=chosen.cfactor, **kw)
+    assert calls == [n] and np.array_equal(again.states, res.states)
     # a layout given, fewer steps, or union (iterations depend on the hierarchy): the fixed default
     for steps, extra in [(n, {"levels": 3}), (n, {"cfactor": 8}), (n - 1, {}), (n, {"coarse": "union"})]:
         res = fit(net, nn.CrossEntropyLoss(), X, y, steps=steps, tol=1e-3, allow_unconverged=True, **kw, **extra)

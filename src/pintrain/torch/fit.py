@@ -102,7 +102,11 @@ def fit(
     within a few percent; 2 levels and cfactor 32 were 2.4 times faster than 3 levels and cfactor
     4) when the coarse propagator is stable at any spacing (all but "union"), else 3 levels and
     cfactor 4; ``levels="auto"`` asks for it at any number of steps
-    (:func:`pintrain.mgrit.autotune.choose`).  ``nested=True`` (the default) starts from nested
+    (:func:`pintrain.mgrit.autotune.choose`).  The choice follows measured times, so two runs whose
+    candidates time alike may take different hierarchies, and their weights then differ in the last
+    digits (each within the tolerance of the loop's); the hierarchy a run took is in
+    ``result.solver.options`` (``levels``, ``cfactor``), and giving those repeats the run bit for bit.
+    ``nested=True`` (the default) starts from nested
     iteration (the coarsest level solved first, its trajectory carried up), not from copies of the
     initial state: a copy of the initial state at step k has empty optimizer slots under step k's
     bias corrections, so Adam's first steps from it are about 3 lr in every weight, and the
