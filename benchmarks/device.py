@@ -137,6 +137,7 @@ def main() -> None:
                     "compile": args.compile,
                     "cuda_graphs": bool(getattr(p.lone_chain, "graphs", False)),  # what the chain ran
                     "iterations": res.iterations,
+                    "residuals": [float(x) for x in res.residuals],
                     "converged": res.converged,
                     "max_abs_diff": float(np.abs(res.states - ref).max()),
                     "fine_steps_over_N": res.step_counts[0] / n,
