@@ -11,6 +11,7 @@ from torch import nn
 from pintrain import OptionError
 from pintrain.mgrit import serial_solve, solve
 from pintrain.torch import TorchProblem, fit, make_optimizer
+from pintrain.training import Batches
 
 CUDA = torch.cuda.is_available()
 
@@ -133,10 +134,17 @@ def test_cuda_c_point_storage_gives_full_storage_bit_for_bit():
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_cuda_compiled_gradients_give_the_serial_weights():
+    # on a GPU a compiled call takes up to COMPILED_ROWS_DEVICE rows: the F-relaxation's 160 rows are
+    # one call (padded to 256), where a CPU takes 128 and 32 (padded to 64)
+    from pintrain.torch.model import COMPILED_ROWS_DEVICE
+
     X, y = data()
-    kw = {"steps": 64, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "seed": 2, "device": "cuda"}
+    kw = {"steps": 320, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "seed": 2, "device": "cuda"}
     serial = fit(net(), nn.CrossEntropyLoss(), X, y, method="serial", **kw)
-    res = fit(net(), nn.CrossEntropyLoss(), X, y, levels=2, tol=1e-10, compile=True, **kw)  # few shapes
+    res = fit(net(), nn.CrossEntropyLoss(), X, y, levels=2, cfactor=2, tol=1e-10, compile=True, **kw)  # few shapes
+    model = res.problem.model
+    assert model.compiled_rows == COMPILED_ROWS_DEVICE
+    assert [n for _, n, _ in model.compiled_chunks(160, Batches(np.zeros((160, 16), dtype=np.int64)))] == [160]
     assert res.solver.converged and np.abs(res.states - serial.states).max() < 1e-8
 
 

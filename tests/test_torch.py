@@ -452,6 +452,29 @@ def test_compiled_fine_step_equals_the_separate_gradient_and_update(name, hyper,
     assert float((few - separate[:10]).abs().max()) <= 1e-12 * float(separate.abs().max())
 
 
+def test_compiled_call_rows_by_device_within_the_samples_bound():
+    # a compiled batched call's rows: a power of two, at most 128 on a CPU (cache-sized), at most
+    # COMPILED_ROWS_DEVICE elsewhere (a GPU's call costs its launches), never past max_batch_samples;
+    # each call's rows padded to the power of two with copies of its first row
+    from pintrain.torch.model import COMPILED_ROWS, COMPILED_ROWS_DEVICE, TorchModel
+
+    X, y = small_data()
+    model = TorchModel(small_net(), nn.CrossEntropyLoss(), X, y, max_batch_samples=1 << 16)
+    assert model.compiled_rows == COMPILED_ROWS == 128 and COMPILED_ROWS_DEVICE > COMPILED_ROWS
+    rows = torch.arange(600.0)[:, None]
+    batches = Batches(np.zeros((600, 16), dtype=np.int64))  # 16 samples a row
+    calls = model.compiled_chunks(600, batches)
+    assert [(s, n) for s, n, _ in calls] == [(0, 128), (128, 128), (256, 128), (384, 128), (512, 88)]
+    last = calls[-1][2](rows)
+    assert last.shape == (128, 1) and torch.equal(last[:88, 0], rows[512:, 0]) and (last[88:] == 512).all()
+    model.compiled_rows = COMPILED_ROWS_DEVICE  # what a GPU's model takes
+    (call,) = model.compiled_chunks(600, batches)
+    assert call[:2] == (0, 600) and torch.equal(call[2](rows)[:600], rows) and call[2](rows).shape == (1024, 1)
+    bounded = TorchModel(small_net(), nn.CrossEntropyLoss(), X, y, max_batch_samples=4096)
+    bounded.compiled_rows = COMPILED_ROWS_DEVICE  # 4096 samples at 16 a row: 256 rows a call
+    assert [(s, n) for s, n, _ in bounded.compiled_chunks(600, batches)] == [(0, 256), (256, 256), (512, 88)]
+
+
 def test_compiled_hessian_vectors_equal_eager():
     # compile=True compiles the curvature table's Hessian-vector products (when the problem is built)
     X, y = small_data()

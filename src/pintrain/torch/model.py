@@ -171,8 +171,12 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return dtype
 
 
-# compiled gradients take at most this many rows a call (a power of two; fewer are padded to one)
+# compiled gradients take at most this many rows a call (a power of two; fewer are padded to one): on a
+# CPU calls whose temporaries stay in cache; on a GPU, where a call costs its launches (an H200, the
+# digits MLP with Adam: about 3 ms a compiled call of 128 rows, 24 us a row), as many as the samples'
+# bound lets a call take (``max_batch_samples``)
 COMPILED_ROWS = 128
+COMPILED_ROWS_DEVICE = 4096
 
 
 class TorchModel:
@@ -181,7 +185,7 @@ class TorchModel:
     solver's states live on ``device`` ("cpu", "cuda", "cuda:1", "mps", ...).  ``max_batch_samples``
     bounds the samples one vectorised pass takes (rows are processed in chunks), to bound memory on
     coarse levels.  ``compile=True``: the batched gradients go through ``torch.compile``, in calls
-    of a power of two rows (at most ``COMPILED_ROWS``), so that a run compiles a few shapes once."""
+    of a power of two rows (at most ``compiled_rows``), so that a run compiles a few shapes once."""
 
     ops: ArrayOps
 
@@ -255,6 +259,7 @@ class TorchModel:
         self._loss_many = vmap(self._loss_one)
         self._loss_unions = vmap(self._loss_union, in_dims=(0, 0, 0, None))
         self.compiled = compile
+        self.compiled_rows = COMPILED_ROWS if self.ops.cpu else COMPILED_ROWS_DEVICE
         self._lone_copy: tuple[nn.Module, list[nn.Parameter]] | None = None  # the lone path's module
         # a trial gradient of two rows: refuse what torch.func (or torch.compile) cannot run now, not in the
         # middle of a solve
@@ -467,7 +472,7 @@ class TorchModel:
     # -- compiled gradients (compile=True) ---------------------------------------------------------
     def _compile(self, W: torch.Tensor, trial: Batches) -> None:
         """``torch.compile`` the batched gradients.  A compiled function is specialised to its row
-        count (vmap's batch size), so calls take at most ``COMPILED_ROWS`` rows, padded to a power
+        count (vmap's batch size), so calls take at most ``compiled_rows`` rows, padded to a power
         of two: a handful of shapes, each compiled once (seconds) and then reused."""
         import torch._dynamo
 
@@ -486,10 +491,12 @@ class TorchModel:
 
     def compiled_chunks(self, rows: int, batches: Batches) -> list[tuple[int, int, Any]]:
         """The calls a compiled batched function of ``rows`` rows over ``batches`` takes: ``(start,
-        n, pad)`` for rows ``start .. start + n``, at most ``COMPILED_ROWS`` (a power of two) a call,
-        and ``pad(x)``, the call's rows of ``x`` padded to the next power of two with copies of its
-        first row (finite weights, a real batch): a handful of shapes, each compiled once."""
-        cap = min(COMPILED_ROWS, self._chunk_rows(batches))
+        n, pad)`` for rows ``start .. start + n``, at most ``compiled_rows`` (a power of two:
+        :data:`COMPILED_ROWS` on a CPU, :data:`COMPILED_ROWS_DEVICE` on other devices) and no more
+        than the samples' bound lets a call take, and ``pad(x)``, the call's rows of ``x`` padded to
+        the next power of two with copies of its first row (finite weights, a real batch): a handful
+        of shapes, each compiled once."""
+        cap = min(self.compiled_rows, self._chunk_rows(batches))
         cap = 1 << (cap.bit_length() - 1)  # a power of two
         calls = []
         for s in range(0, rows, cap):
