@@ -475,6 +475,45 @@ def test_compiled_call_rows_by_device_within_the_samples_bound():
     assert [(s, n) for s, n, _ in bounded.compiled_chunks(600, batches)] == [(0, 256), (256, 256), (512, 88)]
 
 
+def test_mean_pool_is_avg_pool2d_and_compiled_cpu_problems_take_it(monkeypatch):
+    # compile=True on a CPU steps a copy whose average pools (stride = kernel, no padding) are a reshape
+    # and a mean (inductor's avg_pool2d under vmap is the dearer there): the same function to rounding,
+    # batched and unbatched, the map floored to whole windows; other pools, and eager problems, keep theirs
+    from pintrain.torch.pooling import MeanPool2d, mean_pools, poolable
+
+    g = torch.Generator().manual_seed(0)
+    for shape, k in (((5, 3, 8, 8), 2), ((3, 7, 9), (2, 3)), ((2, 1, 5, 5), 2)):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        want = nn.functional.avg_pool2d(x, k)
+        got = MeanPool2d(k if isinstance(k, tuple) else (k, k))(x)
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-15, atol=1e-16)
+    assert poolable(nn.AvgPool2d(2)) and poolable(nn.AvgPool2d((2, 3), stride=(2, 3)))
+    for other in (nn.AvgPool2d(2, stride=1), nn.AvgPool2d(2, padding=1), nn.AvgPool2d(2, ceil_mode=True),
+                  nn.AvgPool2d(2, divisor_override=3), nn.MaxPool2d(2)):  # fmt: skip
+        assert not poolable(other)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Sequential(nn.AvgPool2d(2, stride=1)),
+        nn.Flatten(), nn.Linear(3 * 9, 2),
+    ).double()  # fmt: skip
+    swapped, names = mean_pools(copy.deepcopy(net))
+    assert names == ["2"] and isinstance(swapped[2], MeanPool2d) and isinstance(swapped[3][0], nn.AvgPool2d)
+    X = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (40,), generator=g)
+    kw = {"steps": 8, "batch_size": 8, "optimizer": make_optimizer("sgd", 0.1)}
+    eager = TorchProblem(copy.deepcopy(net), nn.CrossEntropyLoss(), X, y, **kw)
+    assert eager.model.mean_pools == [] and isinstance(eager.model.module[2], nn.AvgPool2d)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the wiring alone: no compiling
+    compiled = TorchProblem(copy.deepcopy(net), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
+    model = compiled.model
+    assert model.mean_pools == ["2"] and isinstance(model.module[2], MeanPool2d)
+    assert isinstance(model.original[2], nn.AvgPool2d)  # the module handed back keeps the user's layers
+    W = eager.ops.asarray(eager.u0[None, : eager.n_params]).repeat(6, 1)
+    W += 0.1 * torch.randn(W.shape, generator=g, dtype=W.dtype)
+    batches = eager.batches(np.arange(6), 1)
+    want = eager.model.gradient(W, batches)
+    assert float((model.gradient(W, batches) - want).abs().max()) <= 1e-13 * float(want.abs().max())
+
+
 def test_compiled_hessian_vectors_equal_eager():
     # compile=True compiles the curvature table's Hessian-vector products (when the problem is built)
     X, y = small_data()

@@ -21,6 +21,7 @@ from torch.func import functional_call, grad, vmap
 from ..arrays import CPU_PASS_BYTES, ArrayOps
 from ..errors import OptionError, PintrainError, check_int
 from ..training.model import Batches
+from .pooling import mean_pools
 from .recurrent import unroll
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -229,6 +230,10 @@ class TorchModel:
             self.module, self.unrolled = unroll(copy.deepcopy(self.original))
         except ValueError as err:
             raise UnsupportedModel(str(err)) from None
+        # compiled on a CPU: average pools as a reshape and a mean, whose compiled code is the cheaper there
+        self.mean_pools: list[str] = []
+        if compile and self.ops.cpu:
+            self.module, self.mean_pools = mean_pools(self.module)
         # BatchNorm in training mode normalises by the batch's own statistics and only writes its running
         # statistics, which no step reads: the stepped copy drops them (a pure function of the weights);
         # they follow from the converged trajectory (:meth:`running_stats`)
