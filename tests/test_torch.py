@@ -501,11 +501,11 @@ def test_mean_pool_is_avg_pool2d_and_compiled_cpu_problems_take_it(monkeypatch):
     y = torch.randint(0, 2, (40,), generator=g)
     kw = {"steps": 8, "batch_size": 8, "optimizer": make_optimizer("sgd", 0.1)}
     eager = TorchProblem(copy.deepcopy(net), nn.CrossEntropyLoss(), X, y, **kw)
-    assert eager.model.mean_pools == [] and isinstance(eager.model.module[2], nn.AvgPool2d)
+    assert eager.model.mean_pooled == [] and isinstance(eager.model.module[2], nn.AvgPool2d)
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the wiring alone: no compiling
     compiled = TorchProblem(copy.deepcopy(net), nn.CrossEntropyLoss(), X, y, compile=True, **kw)
     model = compiled.model
-    assert model.mean_pools == ["2"] and isinstance(model.module[2], MeanPool2d)
+    assert model.mean_pooled == ["2"] and isinstance(model.module[2], MeanPool2d)
     assert isinstance(model.original[2], nn.AvgPool2d)  # the module handed back keeps the user's layers
     W = eager.ops.asarray(eager.u0[None, : eager.n_params]).repeat(6, 1)
     W += 0.1 * torch.randn(W.shape, generator=g, dtype=W.dtype)

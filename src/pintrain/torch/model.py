@@ -231,9 +231,9 @@ class TorchModel:
         except ValueError as err:
             raise UnsupportedModel(str(err)) from None
         # compiled on a CPU: average pools as a reshape and a mean, whose compiled code is the cheaper there
-        self.mean_pools: list[str] = []
+        self.mean_pooled: list[str] = []  # the average pools swapped (their names)
         if compile and self.ops.cpu:
-            self.module, self.mean_pools = mean_pools(self.module)
+            self.module, self.mean_pooled = mean_pools(self.module)
         # BatchNorm in training mode normalises by the batch's own statistics and only writes its running
         # statistics, which no step reads: the stepped copy drops them (a pure function of the weights);
         # they follow from the converged trajectory (:meth:`running_stats`)
