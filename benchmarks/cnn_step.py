@@ -7,13 +7,17 @@ One torch thread.  The network (`pintrain.torch.digits.cnn`): Conv2d(1, 8, 3, pa
 AvgPool2d(2), Flatten, Linear(128, 10), 1370 weights, 8x8 images, batches of 32.
 
 Part 1, pintrain's batched fine step (``problem.step_many``, SGD) of ``--rows`` rows: eager in float64
-(the CLI's default), eager in float32 and ``compile=True`` in float32, beside a step of the plain
-``torch.optim`` loop on the module as given (``pintrain.bench_torch.plain_loop``, 500 steps).
+(the CLI's default), eager in float32 and ``compile=True`` in float32; compiled, with the average pool
+as given and with the library's rewrite (``pintrain.torch.pooling``, what a compiled problem on a
+CPU takes), built side by side; beside a step of the plain ``torch.optim`` loop on the module as given
+(``pintrain.bench_torch.plain_loop``, 500 steps).
 
 Part 2, the batched gradient (``vmap(grad(loss))``, float32, 128 rows, the size of a compiled call)
-in three formulations of the same network, eager and compiled, each against the module as given:
-the module as given; AvgPool2d written as a reshape and a mean; and besides the convolution written
-as ``unfold`` and a matrix product.  The arithmetic bound: the matrix products of the step alone
+in four formulations of the same network, eager and compiled, each against the module as given:
+the module as given; AvgPool2d as the library's ``MeanPool2d`` (a reshape and a mean); AvgPool2d as
+sums over the windows' rows, then columns (tried); and with the library's pool the convolution as
+``unfold`` and a matrix product (tried, not adopted: slower on larger CNNs, docs/performance.md).
+The arithmetic bound: the matrix products of the step alone
 (the convolution's forward and weight gradient, the linear layer's forward and both gradients) as
 bare batched matrix products (``bmm``) at the unfolded shapes, the measure the MLP's bound was
 taken by (docs/performance.md).
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +41,31 @@ from torch.func import functional_call, grad, vmap
 from pintrain.bench import best_of
 from pintrain.bench_torch import plain_loop
 from pintrain.torch.digits import cnn, digits_problem
+from pintrain.torch.pooling import MeanPool2d
 
 
-class MeanPool(nn.Module):
-    """AvgPool2d(2) on 8x8 maps as a reshape and a mean."""
+@contextmanager
+def pools_rewritten(rewrite: bool) -> Iterator[None]:
+    """Problems built inside take the library's pool rewrite (a compiled CPU problem's) or the pools as given."""
+    import pintrain.torch.model as model
+
+    swap = model.mean_pools
+    if not rewrite:
+        model.mean_pools = lambda module: (module, [])
+    try:
+        yield
+    finally:
+        model.mean_pools = swap
+
+
+class SumPool(nn.Module):
+    """AvgPool2d(2) on 8x8 maps as sums over the windows' rows, then columns (tried: as cheap as the
+    library's reshape and mean compiled here, dearer on a 28x28 CNN, docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        return x.reshape(n, c, h // 2, 2, w // 2, 2).mean((3, 5))
+        rows = x.reshape(n, c, h // 2, 2, w).sum(-2)
+        return rows.reshape(n, c, h // 2, w // 2, 2).sum(-1) / 4
 
 
 def formulations() -> dict[str, Any]:
@@ -56,23 +79,34 @@ def formulations() -> dict[str, Any]:
         return dict(zip(names, [t.reshape(s) for t, s in zip(torch.split(w, sizes), shapes, strict=True)], strict=True))
 
     pooled = cnn(0).float()
-    pooled[2] = MeanPool()
+    pooled[2] = SumPool()
+    library = cnn(0).float()
+    library[2] = MeanPool2d((2, 2))
 
     def given(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(net, unpack(w), (x,)), y)
 
     def mean_pool(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(library, unpack(w), (x,)), y)
+
+    def two_sums(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(pooled, unpack(w), (x,)), y)
 
     def unfolded(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = unpack(w)
         n = x.shape[0]
         h = p["0.weight"].reshape(8, 9) @ F.unfold(x, 3, padding=1) + p["0.bias"][:, None]  # (n, 8, 64)
-        h = torch.tanh(h).reshape(n, 8, 4, 2, 4, 2).mean((3, 5)).reshape(n, 128)
+        h = MeanPool2d((2, 2))(torch.tanh(h).reshape(n, 8, 8, 8)).reshape(n, 128)
         return F.cross_entropy(h @ p["4.weight"].T + p["4.bias"], y)
 
     w0 = torch.cat([q.detach().reshape(-1) for q in net.parameters()])
-    return {"w0": w0, "as given": given, "mean pool": mean_pool, "unfold conv, mean pool": unfolded}
+    return {
+        "w0": w0,
+        "as given": given,
+        "pool as MeanPool2d (the library's: a reshape and a mean)": mean_pool,
+        "pool as sums over rows, then columns (tried)": two_sums,
+        "and the convolution as unfold": unfolded,
+    }
 
 
 def bound_s(rows: int, repeat: int) -> float:
@@ -105,20 +139,28 @@ def main() -> None:
     torch.set_num_threads(1)
     record: dict[str, Any] = {"torch": torch.__version__, "threads": 1, "rows": args.rows, "steps": []}
     print(f"Part 1: pintrain's batched fine step of the digits CNN (SGD), {args.rows} rows, one thread")
-    print("| dtype | path | us a row | loop step (us) | loop step / row |")
-    print("|---|---|---:|---:|---:|")
+    print("| dtype | path | pool as given (us a row) | pool rewritten (us a row) | loop step (us) | loop step / row |")
+    print("|---|---|---:|---:|---:|---:|")
     for dtype, compiled in (("float64", False), ("float32", False), ("float32", True)):
-        p = digits_problem("digits-cnn", steps=max(2 * args.rows, 1000), dtype=dtype, compile=compiled)
-        U = p.ops.asarray(np.repeat(np.asarray(p.initial())[None], args.rows, 0))
-        ks = np.arange(args.rows)
-        out = torch.empty_like(U)
-        p.step_many(U, ks, 1, out=out)  # compiles the shapes it meets
-        row_s = best_of(lambda p=p, U=U, ks=ks, out=out: p.step_many(U, ks, 1, out=out), args.repeat)[0] / args.rows
+        times = {}
+        for rewrite in (False, True) if compiled else (False,):  # eager problems keep the pool
+            with pools_rewritten(rewrite):
+                p = digits_problem("digits-cnn", steps=max(2 * args.rows, 1000), dtype=dtype, compile=compiled)
+            assert bool(p.model.mean_pooled) == rewrite
+            U = p.ops.asarray(np.repeat(np.asarray(p.initial())[None], args.rows, 0))
+            ks = np.arange(args.rows)
+            out = torch.empty_like(U)
+            p.step_many(U, ks, 1, out=out)  # compiles the shapes it meets
+            step = lambda p=p, U=U, ks=ks, out=out: p.step_many(U, ks, 1, out=out)  # noqa: E731
+            times[rewrite] = best_of(step, args.repeat)[0] / args.rows
         plain_loop(p, 50)  # warm-up
         loop_s = min(plain_loop(p, 500)[0] for _ in range(args.repeat)) / 500
         path = "compiled" if compiled else "eager"
-        print(f"| {dtype} | {path} | {row_s * 1e6:.0f} | {loop_s * 1e6:.0f} | {loop_s / row_s:.2f} |")
-        record["steps"].append({"dtype": dtype, "path": path, "us_per_row": row_s * 1e6, "loop_step_us": loop_s * 1e6})
+        given, now = times[False], times.get(True, times[False])
+        shown = f"{now * 1e6:.0f}" if compiled else "-"
+        print(f"| {dtype} | {path} | {given * 1e6:.0f} | {shown} | {loop_s * 1e6:.0f} | {loop_s / now:.2f} |")
+        row = {"dtype": dtype, "path": path, "given_us": given * 1e6, "us_per_row": now * 1e6}
+        record["steps"].append(row | {"loop_step_us": loop_s * 1e6})
     rows = 128
     print(f"\nPart 2: the batched gradient, float32, {rows} rows; max rel diff against the module as given")
     print("| formulation | eager (us a row) | compiled (us a row) | max rel diff (compiled) |")
@@ -130,7 +172,7 @@ def main() -> None:
     W = forms["w0"].repeat(rows, 1) + 0.01 * torch.randn(rows, forms["w0"].numel(), generator=g)
     ref = vmap(grad(forms["as given"]))(W, X, Y)
     record["gradients"] = []
-    for name in ("as given", "mean pool", "unfold conv, mean pool"):
+    for name in [k for k in forms if k != "w0"]:
         eager = vmap(grad(forms[name]))
         comp = torch.compile(vmap(grad(forms[name])), dynamic=False)
         got = comp(W, X, Y)

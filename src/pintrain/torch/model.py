@@ -231,6 +231,7 @@ class TorchModel:
         except ValueError as err:
             raise UnsupportedModel(str(err)) from None
         # compiled on a CPU: average pools as a reshape and a mean, whose compiled code is the cheaper there
+        # under vmap (eager it is the dearer)
         self.mean_pooled: list[str] = []  # the average pools swapped (their names)
         if compile and self.ops.cpu:
             self.module, self.mean_pooled = mean_pools(self.module)

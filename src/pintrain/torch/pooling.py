@@ -2,9 +2,9 @@
 
 Under ``vmap`` over the rows' weights, inductor's code for ``avg_pool2d`` and its backward on a CPU
 cost more than the rest of a small CNN's step: the digits CNN's batched gradient (float32, 128 rows,
-one thread) took 273 us a row as given and 141 with its pool as a reshape and a mean, and a
+one thread) took 255 us a row as given and 132 with its pool as a reshape and a mean, and a
 two-layer CNN on 28x28 images 6.7 and 5.4 ms a row (``benchmarks/cnn_step.py``,
-docs/performance.md).  Eager it is the other way round (261 against 371 us a row), so only a
+docs/performance.md).  Eager it is the other way round (241 against 361 us a row), so only a
 compiled problem on a CPU takes it (:class:`~pintrain.torch.model.TorchModel`), in its stepped copy
 of the module; the module handed back keeps the user's layers.  The same function: a pool whose
 stride is its kernel, without padding, floors the map to whole windows and averages each, which is
