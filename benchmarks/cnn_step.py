@@ -78,8 +78,8 @@ def formulations() -> dict[str, Any]:
     def unpack(w: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(zip(names, [t.reshape(s) for t, s in zip(torch.split(w, sizes), shapes, strict=True)], strict=True))
 
-    pooled = cnn(0).float()
-    pooled[2] = SumPool()
+    summed = cnn(0).float()
+    summed[2] = SumPool()
     library = cnn(0).float()
     library[2] = MeanPool2d((2, 2))
 
@@ -90,7 +90,7 @@ def formulations() -> dict[str, Any]:
         return F.cross_entropy(functional_call(library, unpack(w), (x,)), y)
 
     def two_sums(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(pooled, unpack(w), (x,)), y)
+        return F.cross_entropy(functional_call(summed, unpack(w), (x,)), y)
 
     def unfolded(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = unpack(w)

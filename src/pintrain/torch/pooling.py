@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import swap_layers
+
 
 class MeanPool2d(nn.Module):
     """Average pooling over whole ``kernel`` windows (stride = kernel, no padding, the map floored
@@ -52,12 +54,8 @@ def poolable(mod: nn.Module) -> bool:
 def mean_pools(module: nn.Module) -> tuple[nn.Module, list[str]]:
     """``module`` with its :func:`poolable` ``nn.AvgPool2d`` layers replaced (in place) by
     :class:`MeanPool2d`, and the names of those replaced (no parameters or buffers change)."""
-    if poolable(module):
-        return MeanPool2d(_pair(module.kernel_size)), ["(the module itself)"]  # type: ignore[arg-type]
-    swapped: list[str] = []
-    for name, child in list(module.named_modules()):
-        for sub_name, sub in list(child.named_children()):
-            if poolable(sub):
-                setattr(child, sub_name, MeanPool2d(_pair(sub.kernel_size)))
-                swapped.append(f"{name}.{sub_name}" if name else sub_name)
-    return module, swapped
+
+    def swap(_: str, mod: nn.Module) -> nn.Module | None:
+        return MeanPool2d(_pair(mod.kernel_size)) if poolable(mod) else None  # type: ignore[arg-type]
+
+    return swap_layers(module, swap)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .layers import swap_layers
+
 
 class _Unrolled(nn.Module):
     """Holds the parameters of the fused layer ``layer`` under its own names."""
@@ -155,7 +157,6 @@ def unroll(module: nn.Module) -> tuple[nn.Module, list[str]]:
     """``module`` with its GRU/LSTM layers and LSTM cells replaced (in place) by written-out ones,
     and the names of those replaced; a layer that cannot be written out the same way raises
     ``ValueError`` with the reason."""
-    swapped: list[str] = []
 
     def swap(name: str, mod: nn.Module) -> nn.Module | None:
         if isinstance(mod, nn.GRU | nn.LSTM):
@@ -173,12 +174,4 @@ def unroll(module: nn.Module) -> tuple[nn.Module, list[str]]:
             return UnrolledGRUCell(mod)
         return None
 
-    if (root := swap("model", module)) is not None:
-        return root, ["(the module itself)"]
-    for name, child in list(module.named_modules()):
-        for sub_name, sub in list(child.named_children()):
-            new = swap(f"{name}.{sub_name}" if name else sub_name, sub)
-            if new is not None:
-                setattr(child, sub_name, new)
-                swapped.append(f"{name}.{sub_name}" if name else sub_name)
-    return module, swapped
+    return swap_layers(module, swap)
